@@ -1,0 +1,319 @@
+"""The `fmnist` command: a thin layer of Typer commands over the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer import Abort
+
+from .errors import FmnistError
+
+try:  # recent Typer vendors its own copy of Click
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover - older Typer with Click installed
+    from click.exceptions import ClickException, UsageError
+
+app = typer.Typer(
+    help="Train, understand, improve and serve a Fashion-MNIST classifier.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Locate, verify, describe and draw the data set.", no_args_is_help=True)
+model_app = typer.Typer(help="The model architectures.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(model_app, name="model")
+out = Console()
+
+DataDir = typer.Option(
+    None, "--data-dir", help="Folder with the four files (default: $FMNIST_DATA_DIR, cache, Debian's, download)."
+)
+NoVerify = typer.Option(
+    False, "--no-verify", help="Skip the SHA-256 check: ONLY for custom IDX data sets laid out like Fashion-MNIST."
+)
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.2f}%"
+
+
+# --- data ------------------------------------------------------------------------------
+
+
+@data_app.command("fetch")
+def data_fetch(
+    data_dir: Optional[Path] = DataDir,
+    no_download: bool = typer.Option(False, "--no-download", help="Never download; fail if no local copy exists."),
+):
+    """Find the four files (or download them into the cache) and verify their checksums."""
+    from .data import FILES, locate, verify_file
+
+    src = locate(data_dir, download=False if no_download else None)
+    for key, spec in FILES.items():
+        verify_file(src.paths[key], spec)
+    out.print(f"Fashion-MNIST verified in {src.directory} (source: {src.origin})")
+
+
+@data_app.command("info")
+def data_info(data_dir: Optional[Path] = DataDir, no_verify: bool = NoVerify):
+    """Where the files came from, whether they verified, counts per class, pixel mean/std."""
+    from .data import CLASS_NAMES, load_split, pixel_stats, validation_split
+
+    train = load_split("train", data_dir, verify=not no_verify)
+    test = load_split("test", data_dir, verify=not no_verify)
+    out.print(f"source: {train.source.origin} ({train.source.directory})")
+    for key, path in train.source.paths.items():
+        out.print(f"  {key:<13} {path}")
+    out.print(
+        f"checksums: {'verified (SHA-256 of decompressed content)' if train.verified else 'NOT verified (--no-verify)'}"
+    )
+    mean, std = pixel_stats(train.images)
+    out.print(f"images: {len(train):,} train + {len(test):,} test, 28×28 grayscale, 10 classes")
+    out.print(f"training pixels after scaling to [0, 1]: mean {mean:.4f}, std {std:.4f}")
+    tr_idx, val_idx = validation_split(train.labels)
+    table = Table(title="images per class")
+    for col in ("label", "class", "train", "of which validation", "test"):
+        table.add_column(col, justify="right" if col not in ("class",) else "left")
+    for c, name in enumerate(CLASS_NAMES):
+        table.add_row(
+            str(c),
+            name,
+            f"{(train.labels == c).sum():,}",
+            f"{(train.labels[val_idx] == c).sum():,}",
+            f"{(test.labels == c).sum():,}",
+        )
+    out.print(table)
+
+
+@data_app.command("show")
+def data_show(
+    out_path: Path = typer.Option(Path("grid.png"), "--out", help="PNG file to write."),
+    split: str = typer.Option("train", help="train or test."),
+    per_class: int = typer.Option(8, "--per-class", min=1, max=30, help="Examples per class (one row per class)."),
+    seed: int = typer.Option(0, help="Which random examples."),
+    data_dir: Optional[Path] = DataDir,
+    no_verify: bool = NoVerify,
+):
+    """Draw a grid of sample images, one row per class, labelled with class names."""
+    from .checkpoint import atomic_write_bytes
+    from .data import load_split
+    from .plots import sample_grid_png
+
+    s = load_split(split, data_dir, verify=not no_verify)
+    atomic_write_bytes(out_path, sample_grid_png(s.images, s.labels, per_class, seed, f"Fashion-MNIST {split} samples"))
+    out.print(f"wrote {out_path}")
+
+
+# --- model -----------------------------------------------------------------------------
+
+
+@model_app.command("list")
+def model_list():
+    """The architectures you can train."""
+    from .models import available
+
+    for name, about in available().items():
+        out.print(f"{name:<8} {about}")
+
+
+@model_app.command("summary")
+def model_summary(
+    name: str = typer.Argument(..., help="Model name (see `fmnist model list`) or a run folder / model file."),
+):
+    """A Keras-style table: each layer, what it does, output shape, parameters, FLOPs."""
+    from .models import available, summary_table
+
+    if name in available():
+        out.print(summary_table(name))
+        return
+    from .checkpoint import load_model
+
+    model, info = load_model(name)
+    out.print(summary_table(info["model"], model))
+
+
+# --- train / evaluate / predict --------------------------------------------------------
+
+
+@app.command("train")
+def train_cmd(
+    preset: Optional[str] = typer.Option(None, help="A named recipe (see --show-config); flags override it."),
+    show_config: bool = typer.Option(False, "--show-config", help="Print the resolved configuration and exit."),
+    model: Optional[str] = typer.Option(None, help="Architecture (see `fmnist model list`)."),
+    epochs: Optional[int] = typer.Option(None, help="Full passes over the training images."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per optimizer step."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
+    weight_decay: Optional[float] = typer.Option(
+        None, "--weight-decay", help="Weight decay (conv/dense weights only)."
+    ),
+    optimizer: Optional[str] = typer.Option(None, help="adam, adamw or sgd (Nesterov)."),
+    schedule: Optional[str] = typer.Option(None, help="constant, onecycle or cosine."),
+    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing"),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Random horizontal flips."),
+    translate: Optional[int] = typer.Option(None, help="Random shifts of up to N pixels."),
+    erase: Optional[float] = typer.Option(None, help="Random-erasing probability."),
+    mixup: Optional[float] = typer.Option(None, help="MixUp alpha (0 = off)."),
+    cutmix: Optional[float] = typer.Option(None, help="CutMix alpha (0 = off)."),
+    ema: Optional[float] = typer.Option(None, help="EMA decay of the weights (0 = off)."),
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Flip test-time augmentation."),
+    early_stop: Optional[int] = typer.Option(None, "--early-stop", help="Stop after N epochs without improvement."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (same seed, same machine: same result)."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N or mps."),
+    precision: Optional[str] = typer.Option(None, help="auto, fp32 or bf16."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
+    subset: Optional[int] = typer.Option(None, help="Train on only N images (smoke runs)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<model>-<timestamp>)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in --out."),
+    data_dir: Optional[Path] = DataDir,
+    no_verify: bool = NoVerify,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final line."),
+    plain: bool = typer.Option(False, "--plain", help="Plain lines, no progress bar (for logs)."),
+):
+    """Train a model; writes config.json, metrics.csv, model.safetensors and summary.json."""
+    from .presets import preset_config
+    from .train import TrainConfig, train
+
+    overrides = dict(
+        model=model,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        optimizer=optimizer,
+        schedule=schedule,
+        label_smoothing=label_smoothing,
+        flip=flip,
+        translate=translate,
+        erase=erase,
+        mixup=mixup,
+        cutmix=cutmix,
+        ema=ema,
+        tta=tta,
+        early_stop=early_stop,
+        seed=seed,
+        device=device,
+        precision=precision,
+        compile=compile,
+        subset=subset,
+        out=str(out_dir) if out_dir else None,
+        overwrite=overwrite or None,
+        data_dir=str(data_dir) if data_dir else None,
+        verify=False if no_verify else None,
+    )
+    if preset:
+        config = preset_config(preset, **overrides)
+    else:
+        config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    config.validate()
+    if show_config:
+        out.print_json(json.dumps(config.to_dict()))
+        return
+    from .console import PlainProgress, RichProgress
+
+    callbacks = [] if quiet else [PlainProgress() if plain or not sys.stdout.isatty() else RichProgress(out)]
+    run = train(config, callbacks)
+    if quiet:
+        print(f"{run.out_dir}: best val acc {_pct(run.best['val_accuracy'])} at epoch {run.best['epoch']}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run: Path = typer.Argument(..., help="Run folder or model file."),
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Flip TTA (default: as trained)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    data_dir: Optional[Path] = DataDir,
+    no_verify: bool = NoVerify,
+):
+    """Test-set accuracy and loss, per-class precision/recall/F1 and the confusion matrix."""
+    from .data import CLASS_NAMES
+    from .evaluate import evaluate
+
+    r = evaluate(run, data_dir, tta=tta, device=device, verify=not no_verify)
+    if as_json:
+        print(json.dumps(r.to_dict(), indent=2))
+        return
+    d = r.to_dict()
+    out.print(
+        f"test accuracy {_pct(r.accuracy)} ({d['test_images'] - d['errors']:,}/{d['test_images']:,}), "
+        f"loss {r.loss:.4f}, macro F1 {d['macro_f1']:.4f}, ECE {r.ece:.4f}" + (", flip TTA" if r.tta else "")
+    )
+    table = Table(title="per class")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for c in r.per_class:
+        table.add_row(
+            f"{c['class']} {c['name']}",
+            f"{c['precision']:.3f}",
+            f"{c['recall']:.3f}",
+            f"{c['f1']:.3f}",
+            str(c["support"]),
+        )
+    out.print(table)
+    cm = Table(title="confusion matrix (rows: actual, columns: predicted)")
+    cm.add_column("")
+    for i in range(len(CLASS_NAMES)):
+        cm.add_column(str(i), justify="right")
+    for i, row in enumerate(r.confusion):
+        cm.add_row(f"{i} {CLASS_NAMES[i]}", *[str(v) for v in row])
+    out.print(cm)
+    folder = run if run.is_dir() else run.parent
+    out.print(f"wrote {folder / 'test_metrics.json'} and {folder / 'confusion_matrix.png'}")
+
+
+@app.command("predict")
+def predict_cmd(
+    run: Path = typer.Argument(..., help="Run folder or model file."),
+    index: list[int] = typer.Option(None, "--index", "-i", help="Test image index (repeatable). Default 0."),
+    top: int = typer.Option(3, help="How many of the most likely classes to show."),
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Flip TTA (default: as trained)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    data_dir: Optional[Path] = DataDir,
+    no_verify: bool = NoVerify,
+):
+    """Predicted vs actual label of test images, whether they match, and the confidence."""
+    from .predict import predict
+
+    preds = predict(run, index or [0], data_dir, top_k=top, tta=tta, verify=not no_verify)
+    if as_json:
+        items = [p.to_dict() for p in preds]
+        print(json.dumps(items[0] if len(items) == 1 else items, indent=2))
+        return
+    for p in preds:
+        verdict = "yes" if p.match else "NO"
+        out.print(
+            f"test image {p.index}: predicted {p.predicted} ({p.predicted_name}), actual {p.actual} ({p.actual_name}), "
+            f"match: {verdict}, confidence {p.confidence * 100:.2f}%"
+        )
+        out.print("  top: " + ", ".join(f"{t['name']} {t['probability'] * 100:.2f}%" for t in p.top))
+
+
+def main() -> None:
+    """Entry point: user mistakes end in one line on stderr and exit code 2."""
+    try:
+        code = app(standalone_mode=False)
+    except FmnistError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except UsageError as e:
+        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
+        print(f"error: {e.format_message()}{hint}", file=sys.stderr)
+        sys.exit(2)
+    except ClickException as e:
+        print(f"error: {e.format_message()}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except (Abort, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+if __name__ == "__main__":
+    main()
