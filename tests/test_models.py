@@ -1,0 +1,41 @@
+import pytest
+import torch
+
+from fmnist.errors import FmnistError
+from fmnist.models import available, build_model, count_params, flops_per_image, summarize
+
+
+def test_seed_matches_the_keras_notebook():
+    m = build_model("seed")
+    assert count_params(m) == 225_034  # Keras' model.summary() total
+    rows = summarize(m)
+    shapes = [(r.kind, r.output_shape) for r in rows]
+    assert ("Conv2d", (32, 26, 26)) in shapes and ("Conv2d", (64, 11, 11)) in shapes
+    assert ("MaxPool2d", (64, 5, 5)) in shapes and ("Flatten", (1600,)) in shapes
+    assert [r.params for r in rows if r.kind == "Linear"] == [204_928, 1_290]
+    assert m(torch.zeros(4, 1, 28, 28)).shape == (4, 10)
+
+
+def test_every_model_maps_a_batch_to_ten_logits():
+    for name in available():
+        m = build_model(name).eval()
+        with torch.no_grad():
+            assert m(torch.rand(3, 1, 28, 28) * 255).shape == (3, 10), name
+        assert flops_per_image(m) > 0
+
+
+def test_summary_rows_describe_each_layer():
+    for r in summarize(build_model("seed")):
+        assert r.description, r.kind
+
+
+def test_flops_of_the_seed_model_by_hand():
+    conv1 = 2 * 1 * 9 * 32 * 26 * 26
+    conv2 = 2 * 32 * 9 * 64 * 11 * 11
+    dense = 2 * (1600 * 128 + 128 * 10)
+    assert flops_per_image(build_model("seed")) == conv1 + conv2 + dense
+
+
+def test_unknown_model_is_a_user_error():
+    with pytest.raises(FmnistError, match="unknown model 'nope'"):
+        build_model("nope")
