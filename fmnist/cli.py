@@ -271,17 +271,31 @@ def evaluate_cmd(
 @app.command("predict")
 def predict_cmd(
     run: Path = typer.Argument(..., help="Run folder or model file."),
+    files: Optional[list[Path]] = typer.Argument(
+        None, help="Your own image files (PNG, JPEG, GIF, ...), one garment each. Omit to predict test images."
+    ),
     index: list[int] = typer.Option(None, "--index", "-i", help="Test image index (repeatable). Default 0."),
     top: int = typer.Option(3, help="How many of the most likely classes to show."),
     tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Flip TTA (default: as trained)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    save_preprocessed: Optional[Path] = typer.Option(
+        None, "--save-preprocessed", help="Folder for the 28×28 PNG the model saw of each file."
+    ),
+    backend: str = typer.Option(
+        "auto", help="auto (ONNX Runtime if an up-to-date model.onnx is beside the model, else PyTorch), torch, onnx."
+    ),
     data_dir: Optional[Path] = DataDir,
     no_verify: bool = NoVerify,
 ):
-    """Predicted vs actual label of test images, whether they match, and the confidence."""
+    """Predicted vs actual label of test images, whether they match, and the confidence; or
+    the predicted class of your own images (exit code 1 if some could not be read, 2 if none)."""
     from .predict import predict
 
-    preds = predict(run, index or [0], data_dir, top_k=top, tta=tta, verify=not no_verify)
+    if files:
+        if index:
+            raise FmnistError("pass image FILES or --index, not both")
+        raise typer.Exit(_predict_files(run, files, top, tta, as_json, save_preprocessed, backend))
+    preds = predict(run, index or [0], data_dir, top_k=top, tta=tta, verify=not no_verify, backend=backend)
     if as_json:
         items = [p.to_dict() for p in preds]
         print(json.dumps(items[0] if len(items) == 1 else items, indent=2))
@@ -295,8 +309,34 @@ def predict_cmd(
         out.print("  top: " + ", ".join(f"{t['name']} {t['probability'] * 100:.2f}%" for t in p.top))
 
 
+def _predict_files(run, files, top, tta, as_json, save_preprocessed, backend) -> int:
+    """Prints each file's prediction (errors on stderr); returns the exit code."""
+    from .predict import predict_files
+
+    results = predict_files(run, files, top_k=top, save_preprocessed=save_preprocessed, tta=tta, backend=backend)
+    failed = sum(isinstance(r, FmnistError) for _, r in results)
+    if as_json:
+        items = [
+            r.to_dict() if not isinstance(r, FmnistError) else {"source": str(p), "error": str(r)} for p, r in results
+        ]
+        print(json.dumps(items[0] if len(items) == 1 else items, indent=2))
+    for path, r in results:
+        if isinstance(r, FmnistError):
+            print(f"error: {r}", file=sys.stderr)
+        elif not as_json:
+            out.print(f"{path}: predicted {r.predicted} ({r.predicted_name}), confidence {r.confidence * 100:.2f}%")
+            out.print("  top: " + ", ".join(f"{t['name']} {t['probability'] * 100:.2f}%" for t in r.top))
+            if r.preprocessed:
+                out.print(f"  the model saw: {r.preprocessed}")
+    return 0 if not failed else 2 if failed == len(results) else 1
+
+
 def main() -> None:
     """Entry point: user mistakes end in one line on stderr and exit code 2."""
+    import warnings
+
+    # Our warnings (e.g. --no-verify) as one plain line, not a source listing.
+    warnings.showwarning = lambda message, category, *a, **k: print(f"warning: {message}", file=sys.stderr)
     try:
         code = app(standalone_mode=False)
     except FmnistError as e:

@@ -1,0 +1,210 @@
+"""The user's own images: read any file Pillow can, and turn a photo of one garment into
+what a Fashion-MNIST model expects (28×28, light garment on black, filling the frame).
+
+The conversion follows how the data set was made (Xiao et al., 2017, section 2): trim the
+background, resize the longest edge to 28, extend the short edge to 28 around the centre,
+negate, grayscale. Measured on rendered test images (tests/test_images.py), the 28×28
+this produces is within a few grey levels of the original on average.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .data import IMAGE_SIZE
+from .errors import FmnistError
+
+# Pillow only warns below 2× its own limit (~179 MP); a photo of one garment never needs
+# more than a high-end phone camera gives, and decoding more costs gigabytes of memory.
+MAX_PIXELS = 100_000_000
+# Work at this resolution at most: the result is 28 px wide, so more only costs time.
+WORK_SIZE = 1024
+# The paper trims edges "within 5% of the maximum possible intensity" of the corner colour.
+FOREGROUND_THRESHOLD = 0.05 * 255
+# A garment's size, for placing it to the half pixel, is measured where its edge is clearly
+# above any blur or shadow fringe (chosen by measuring round trips of test images).
+EDGE_THRESHOLD = 40.0
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Read an image file (its first frame), upright as its EXIF orientation says.
+
+    Every way a file can fail to be a usable image ends in :class:`FmnistError` with one
+    line naming the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FmnistError(f"{path}: no such file")
+    if path.is_dir():
+        raise FmnistError(f"{path}: is a folder; pass image files")
+    if path.stat().st_size == 0:
+        raise FmnistError(f"{path}: the file is empty; pass a PNG, JPEG, GIF, BMP, TIFF or WebP image")
+    try:
+        with warnings.catch_warnings():
+            # Our own size limit below replaces Pillow's warning.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > MAX_PIXELS:
+                    raise _too_big(path, w, h)
+                im.seek(0)  # the first frame of an animation
+                im.load()
+                upright = ImageOps.exif_transpose(im)
+                # exif_transpose may hand back an image still tied to the open file.
+                return upright.copy() if upright is im else upright
+    except FmnistError:
+        raise
+    except Image.DecompressionBombError:
+        raise _too_big(path, *_header_size(path)) from None
+    except UnidentifiedImageError:
+        raise FmnistError(
+            f"{path}: not an image Pillow can read; pass a PNG, JPEG, GIF, BMP, TIFF or WebP file"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
+        # Truncated or corrupt data surfaces as any of these, depending on the format.
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FmnistError(f"{path}: damaged or truncated image ({reason}); re-save or re-download it") from None
+
+
+def _too_big(path: Path, w: int, h: int) -> FmnistError:
+    return FmnistError(
+        f"{path}: {w}×{h} is more than the limit of {MAX_PIXELS:,} pixels "
+        "(a decompression bomb, or an unusually large photo); scale it down first"
+    )
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                with Image.open(path) as im:
+                    return im.size
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+    except Exception:
+        return (0, 0)
+
+
+def grayscale(img: Image.Image) -> np.ndarray:
+    """Float32 luminance in [0, 255]; transparent parts become white, like a product photo."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(img, dtype=np.float32)
+        top = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
+        if img.mode == "F" and a.max() <= 1.0:
+            top = 1.0
+        return np.clip(a * (255.0 / top), 0, 255)
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return np.asarray(img.convert("L"), dtype=np.float32)
+
+
+def _shrink(gray: np.ndarray) -> np.ndarray:
+    h, w = gray.shape
+    if max(h, w) <= WORK_SIZE:
+        return gray
+    scale = WORK_SIZE / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(gray, "F").resize(size, Image.Resampling.BOX), dtype=np.float32)
+
+
+def foreground(gray: np.ndarray) -> np.ndarray:
+    """The garment light on black: background level subtracted, inverted if the background
+    (the median of the border pixels) is light."""
+    h, w = gray.shape
+    edge = max(1, min(h, w) // 50)
+    border = np.concatenate(
+        [gray[:edge].ravel(), gray[-edge:].ravel(), gray[:, :edge].ravel(), gray[:, -edge:].ravel()]
+    )
+    background = float(np.median(border))
+    if background > 127.5:
+        return np.clip(background - gray, 0, 255)
+    return np.clip(gray - background, 0, 255)
+
+
+def bounding_box(fg: np.ndarray, threshold: float = FOREGROUND_THRESHOLD) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right), exclusive ends, of the pixels brighter than ``threshold``.
+    A row or column needs a few such pixels in a large image, so that isolated specks of
+    sensor or JPEG noise don't stretch the box."""
+    mask = fg > threshold
+    h, w = mask.shape
+    rows = np.flatnonzero(mask.sum(1) >= max(1, w // 500))
+    cols = np.flatnonzero(mask.sum(0) >= max(1, h // 500))
+    if len(rows) == 0 or len(cols) == 0:
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def to_fashion_mnist(img: Image.Image, size: int = IMAGE_SIZE) -> np.ndarray:
+    """A photo of one garment as a ``size``×``size`` uint8 image in Fashion-MNIST's style.
+
+    Raises :class:`FmnistError` when nothing stands out from the background.
+    """
+    fg = foreground(_shrink(grayscale(img)))
+    box = bounding_box(fg, FOREGROUND_THRESHOLD)
+    if box is None:
+        raise FmnistError(
+            "no garment found: the image is one flat colour; photograph the garment on a plain background"
+        )
+    top, bottom, left, right = box
+    # The garment's core, without the soft fringe a blurred edge or shadow leaves; it only
+    # decides the half-pixel placement below, where the fringe would tip the rounding.
+    core = bounding_box(fg, EDGE_THRESHOLD) or box
+    # Fashion-MNIST garments touch the frame along their longest edge (99% of test images
+    # span all 28 pixels), so the output square is exactly the longest edge: no margin.
+    # Resizing a square source window straight to the output keeps the aspect ratio and
+    # places the garment to a fraction of a pixel.
+    side = max(bottom - top, right - left)
+    scale = size / side
+    pad = side  # the window may reach past the image; outside it is background (0)
+    y0 = _window_start(top, bottom, core[1] - core[0], scale, size) + pad
+    x0 = _window_start(left, right, core[3] - core[2], scale, size) + pad
+    # The data set's images almost all reach 254-255 at their brightest: match that
+    # contrast, measured before resizing (LANCZOS overshoots) and ignoring the brightest
+    # 0.1% (a specular highlight should not darken the whole garment).
+    level = float(np.percentile(fg[top:bottom, left:right], 99.9))
+    if level <= 0:
+        raise FmnistError("no garment found: too faint against the background; use a plainer background")
+    padded = np.pad(fg * (255.0 / level), pad)
+    # LANCZOS in Pillow widens its kernel by the scale factor when shrinking, so it
+    # antialiases; it can overshoot, hence the clip.
+    small = Image.fromarray(padded, "F").resize(
+        (size, size), Image.Resampling.LANCZOS, box=(x0, y0, x0 + side, y0 + side)
+    )
+    return np.clip(np.rint(np.asarray(small, dtype=np.float32)), 0, 255).astype(np.uint8)
+
+
+def _window_start(lo: int, hi: int, core: int, scale: float, size: int) -> float:
+    """Where the source window starts along one axis so the garment lands where the data
+    set's pipeline put it: resized to a whole number of pixels ``n`` and pasted at
+    ``ceil((size - n) / 2)`` (measured on the test set: odd-sized garments sit half a
+    pixel low or right of centre, never high or left)."""
+    n = min(size, round(core * scale))
+    centre_out = (size - n + 1) // 2 + n / 2
+    return (lo + hi) / 2 - centre_out / scale
+
+
+def preprocess_file(path: str | os.PathLike) -> np.ndarray:
+    """``to_fashion_mnist(load_image(path))``, with errors naming the file."""
+    img = load_image(path)
+    try:
+        return to_fashion_mnist(img)
+    except FmnistError as e:
+        raise FmnistError(f"{path}: {e}") from None
+
+
+def to_png(pixels: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "L").save(buf, format="PNG")
+    return buf.getvalue()
