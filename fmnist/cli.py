@@ -331,6 +331,44 @@ def _predict_files(run, files, top, tta, as_json, save_preprocessed, backend) ->
     return 0 if not failed else 2 if failed == len(results) else 1
 
 
+@app.command("export")
+def export_cmd(
+    run: Path = typer.Argument(..., help="Run folder or model file."),
+    format: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
+    quantize: bool = typer.Option(
+        False, "--quantize", help="Also write model.int8.onnx (static int8, calibrated on training images)."
+    ),
+    out_path: Optional[Path] = typer.Option(None, "--out", help="ONNX file to write (default <run>/model.onnx)."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was measured as JSON."),
+    data_dir: Optional[Path] = DataDir,
+    no_verify: bool = NoVerify,
+):
+    """Export to ONNX, checked against PyTorch on all 10,000 test images before it is written."""
+    from .export import export_onnx
+
+    if format != "onnx":
+        raise FmnistError(f"--format {format!r} is not supported; use onnx")
+    r = export_onnx(run, out_path, quantize=quantize, data_dir=data_dir, verify=not no_verify)
+    if as_json:
+        print(json.dumps(r, indent=2))
+        return
+    out.print(
+        f"wrote {r['path']} ({r['bytes'] / 1e6:.2f} MB, {r['exporter']} exporter, opset {r['opset']}); "
+        f"ONNX Runtime agrees with PyTorch on {_pct(r['top1_agreement'])} of {r['test_images']:,} test images, "
+        f"max logit difference {r['max_abs_logit_diff']:.2g}; test accuracy {_pct(r['onnx_accuracy'])}"
+    )
+    q = r.get("int8")
+    if q:
+        out.print(
+            f"wrote {q['path']} ({q['bytes'] / 1e6:.2f} MB): test accuracy {_pct(q['accuracy'])} "
+            f"({q['accuracy_change'] * 100:+.2f} points), same answer as float on {_pct(q['top1_agreement_with_float'])}; "
+            f"{q['images_per_second']:,.0f} vs {q['float_images_per_second']:,.0f} images/s float at batch 64 "
+            f"({q['speedup']:.2f}×)"
+        )
+        if q["accuracy_change"] < -0.01:
+            print("warning: int8 costs more than 1 point of accuracy; prefer the float model", file=sys.stderr)
+
+
 def main() -> None:
     """Entry point: user mistakes end in one line on stderr and exit code 2."""
     import warnings

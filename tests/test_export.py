@@ -1,0 +1,151 @@
+"""ONNX export: it agrees with PyTorch on the test set, describes itself, is refused when
+it would not agree, fails cleanly on a damaged run; prediction gives the same answers on
+either backend and never trusts an ONNX file from other weights."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import sys
+
+import numpy as np
+import pytest
+from conftest import needs_real_data
+from PIL import Image
+
+from fmnist import export as fexport
+from fmnist.data import CLASS_NAMES
+from fmnist.errors import FmnistError
+from fmnist.predict import load_predictor, onnx_session, predict, predict_files
+
+pytestmark = needs_real_data
+
+
+def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    from fmnist.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["fmnist", *map(str, args)])
+    with pytest.raises(SystemExit) as e:
+        main()
+    cap = capsys.readouterr()
+    return e.value.code, cap.out, cap.err
+
+
+@pytest.fixture(scope="module")
+def exported(smoke_run, tmp_path_factory):
+    """A private copy of the smoke run (so other tests keep predicting with PyTorch),
+    exported once through the CLI with --quantize; returns (run folder, measurements)."""
+    from fmnist.cli import main
+
+    run = tmp_path_factory.mktemp("export") / "run"
+    shutil.copytree(smoke_run, run)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FMNIST_NO_DOWNLOAD", "1")
+    mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    mp.setattr(sys, "argv", ["fmnist", "export", str(run), "--quantize", "--json"])
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf), pytest.raises(SystemExit) as e:
+            main()
+    finally:
+        mp.undo()
+    assert e.value.code == 0
+    return run, json.loads(buf.getvalue())
+
+
+def test_onnx_agrees_with_pytorch_on_the_test_set(exported):
+    run, r = exported
+    assert r["path"] == str(run / "model.onnx") and (run / "model.onnx").is_file()
+    assert r["test_images"] == 10_000
+    assert r["top1_agreement"] >= 0.999
+    assert r["max_abs_logit_diff"] < 1e-3
+    assert r["onnx_accuracy"] == pytest.approx(r["torch_accuracy"], abs=0.001)
+
+
+def test_onnx_file_describes_itself_and_takes_any_batch(exported):
+    from fmnist.checkpoint import read_model_info
+
+    run, r = exported
+    session = onnx_session(run / "model.onnx")
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["class_names"]) == list(CLASS_NAMES)
+    assert meta["model"] == "seed"
+    assert json.loads(meta["val_accuracy"]) == pytest.approx(read_model_info(run)["val_accuracy"])
+    x = session.get_inputs()[0]
+    assert x.type == "tensor(float)" and x.shape[1:] == [1, 28, 28] and not isinstance(x.shape[0], int)
+    for n in (1, 7):
+        out = session.run(None, {x.name: np.zeros((n, 1, 28, 28), np.float32)})[0]
+        assert out.shape == (n, 10)
+
+
+def test_int8_copy_is_written_with_its_accuracy(exported):
+    run, r = exported
+    q = r["int8"]
+    assert (run / "model.int8.onnx").is_file() and q["bytes"] < r["bytes"]
+    assert abs(q["accuracy_change"]) < 0.02
+    assert q["top1_agreement_with_float"] > 0.95
+    assert q["images_per_second"] > 0 and q["float_images_per_second"] > 0
+
+
+def test_both_backends_give_the_same_answers(exported, tmp_path):
+    run, _ = exported
+    assert load_predictor(run).backend == "onnx"  # auto picks the up-to-date ONNX file
+    idx = list(range(25))
+    a = predict(run, idx, backend="onnx")
+    b = predict(run, idx, backend="torch")
+    assert [p.predicted for p in a] == [p.predicted for p in b]
+    assert max(abs(p.confidence - q.confidence) for p, q in zip(a, b)) < 1e-4
+    assert [p.to_dict()["match"] for p in a] == [p.to_dict()["match"] for p in b]
+    img = tmp_path / "x.png"
+    Image.fromarray(255 - np.eye(28, dtype=np.uint8) * 200).resize((100, 100)).save(img)
+    (_, fa), (_, fb) = predict_files(run, [img], backend="onnx")[0], predict_files(run, [img], backend="torch")[0]
+    assert fa.predicted == fb.predicted and abs(fa.confidence - fb.confidence) < 1e-4
+
+
+def test_onnx_from_other_weights_is_never_used(exported, tmp_path):
+    import torch
+
+    from fmnist.checkpoint import load_model, save_model
+
+    run, _ = exported
+    retrained = tmp_path / "retrained"
+    shutil.copytree(run, retrained)
+    model, info = load_model(retrained)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.5)
+    save_model(retrained / "model.safetensors", model, info)  # as a retraining into the same folder would
+    with pytest.warns(UserWarning, match="other weights"):
+        assert load_predictor(retrained).backend == "torch"
+    with pytest.raises(FmnistError, match="re-run `fmnist export`"):
+        load_predictor(retrained, backend="onnx")
+
+
+def test_disagreeing_export_is_refused_and_nothing_written(tmp_path, monkeypatch):
+    from fmnist.checkpoint import save_model
+    from fmnist.models import build_model
+
+    # A tiny untrained model: the refusal path is the point, not the accuracy.
+    save_model(
+        tmp_path / "model.safetensors", build_model("mlp", hidden=8), {"model": "mlp", "model_args": {"hidden": 8}}
+    )
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(fexport, "onnx_logits", lambda s, x, *a, **k: rng.normal(size=(len(x), 10)))
+    with pytest.raises(FmnistError, match="agree on only"):
+        fexport.export_onnx(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+
+
+def test_damaged_run_fails_cleanly(smoke_run, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    weights = run / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    code, out, err = run_cli(monkeypatch, capsys, "export", run)
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert not (run / "model.onnx").exists()
+    code, _, err = run_cli(monkeypatch, capsys, "export", smoke_run, "--format", "tflite")
+    assert code == 2 and "onnx" in err
