@@ -331,6 +331,19 @@ def _predict_files(run, files, top, tta, as_json, save_preprocessed, backend) ->
     return 0 if not failed else 2 if failed == len(results) else 1
 
 
+@app.command("report")
+def report_cmd(
+    run: Path = typer.Argument(..., help="Run folder (or its model file)."),
+    data_dir: Optional[Path] = DataDir,
+    no_verify: bool = NoVerify,
+):
+    """Write one self-contained HTML page (curves, confusion matrix, mistakes, calibration,
+    model, configuration) into the run folder; prints its path."""
+    from .report import write_report
+
+    print(write_report(run, data_dir, verify=not no_verify))
+
+
 @app.command("export")
 def export_cmd(
     run: Path = typer.Argument(..., help="Run folder or model file."),
