@@ -87,7 +87,7 @@ def export_onnx(
         "seconds": time.perf_counter() - started,
     }
     if quantize:
-        result["int8"] = _quantize(raw, meta, target, info, images, test.labels, theirs, data_dir, verify)
+        result["int8"] = _quantize(raw, meta, target, images, test.labels, theirs, data_dir, verify)
     return result
 
 
@@ -103,7 +103,9 @@ def _require_onnx() -> None:
 def _quiet():
     """The exporters narrate each step and warn about optional packages (torchvision);
     none of it is actionable for a user of `fmnist export`."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    # The root logger too: onnxruntime.quantization logs its notes there.
+    names = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", None)
+    loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
@@ -188,18 +190,21 @@ def _with_metadata(raw: bytes, meta: dict[str, str]) -> bytes:
     return proto.SerializeToString()
 
 
-def _quantize(raw, meta, target, info, images, labels, float_logits, data_dir, verify) -> dict[str, Any]:
-    """Static int8 quantization (QDQ, per-channel weights), activations calibrated on
-    training images. Dynamic quantization was measured too: its ConvInteger kernels ran
-    8× slower than float on this CPU, so it is not offered."""
+def calibration_images(data_dir=None, verify: bool = True, n: int = CALIBRATION_IMAGES) -> np.ndarray:
+    """``n`` seeded training images, float32 N×1×28×28, from the training part of the
+    split: never validation or test images."""
+    train = load_split("train", data_dir, verify=verify)
+    train_idx, _ = validation_split(train.labels)
+    pick = np.random.default_rng(0).choice(train_idx, size=min(n, len(train_idx)), replace=False)
+    return train.images[np.sort(pick)][:, None].astype(np.float32)
+
+
+def quantize_int8(raw: bytes, calib: np.ndarray, workdir: str | os.PathLike | None = None) -> bytes:
+    """Static int8 quantization (QDQ, per-channel weights) of an ONNX model, activation
+    ranges calibrated on ``calib``. Dynamic quantization was measured too: its ConvInteger
+    kernels ran 8× slower than float on this CPU, so it is not offered."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    train = load_split("train", data_dir, verify=verify)
-    # Calibrate on the training part of the split, never on validation or test images.
-    train_idx, _ = validation_split(train.labels)
-    pick = np.random.default_rng(0).choice(train_idx, size=min(CALIBRATION_IMAGES, len(train_idx)), replace=False)
-    calib = train.images[np.sort(pick)][:, None].astype(np.float32)
 
     class Batches(CalibrationDataReader):
         def __init__(self):
@@ -209,8 +214,8 @@ def _quantize(raw, meta, target, info, images, labels, float_logits, data_dir, v
             b = next(self.batches, None)
             return None if b is None else {INPUT_NAME: b}
 
-    int8_target = target.with_name(target.name.removesuffix(".onnx") + ".int8.onnx")
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp, _quiet():
+    # ONNX Runtime's quantizer works on files; keep them beside the target (same disk).
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp, _quiet():
         src, pre, q = Path(tmp, "float.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
         src.write_bytes(raw)
         try:
@@ -228,8 +233,18 @@ def _quantize(raw, meta, target, info, images, labels, float_logits, data_dir, v
                 weight_type=QuantType.QInt8,
             )
         except Exception as e:
-            raise FmnistError(f"int8 quantization failed ({str(e)[:200]}); the float export was written") from None
-        int8_raw = q.read_bytes()
+            raise FmnistError(f"int8 quantization failed ({str(e)[:200]})") from None
+        return q.read_bytes()
+
+
+def _quantize(raw, meta, target, images, labels, float_logits, data_dir, verify) -> dict[str, Any]:
+    """The int8 copy of an export, with its test accuracy and speed against float."""
+    calib = calibration_images(data_dir, verify)
+    int8_target = target.with_name(target.name.removesuffix(".onnx") + ".int8.onnx")
+    try:
+        int8_raw = quantize_int8(raw, calib, target.parent)
+    except FmnistError as e:
+        raise FmnistError(f"{e}; the float model {target} was written and is fine") from None
     session = onnx_session(int8_raw)
     logits = onnx_logits(session, images)
     accuracy = float((logits.argmax(1) == labels).mean())
