@@ -3,8 +3,10 @@ what a Fashion-MNIST model expects (28×28, light garment on black, filling the 
 
 The conversion follows how the data set was made (Xiao et al., 2017, section 2): trim the
 background, resize the longest edge to 28, extend the short edge to 28 around the centre,
-negate, grayscale. Measured on rendered test images (tests/test_images.py), the 28×28
-this produces is within a few grey levels of the original on average.
+negate, grayscale. Measured on 300 test images rendered dark on white, enlarged 5× and
+off centre (tests/test_images.py), the 28×28 this produces differs from the original by
+6-9 grey levels of 255 per pixel on average (the resampling alone costs about 4), and a
+briefly trained model (77% accurate) gives the same answer for 96-98% of them.
 """
 
 from __future__ import annotations
@@ -60,8 +62,8 @@ def load_image(path: str | os.PathLike) -> Image.Image:
                 return upright.copy() if upright is im else upright
     except FmnistError:
         raise
-    except Image.DecompressionBombError:
-        raise _too_big(path, *_header_size(path)) from None
+    except Image.DecompressionBombError:  # beyond twice Pillow's limit it refuses to open
+        raise _too_big(path) from None
     except UnidentifiedImageError:
         raise FmnistError(
             f"{path}: not an image Pillow can read; pass a PNG, JPEG, GIF, BMP, TIFF or WebP file"
@@ -72,25 +74,12 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise FmnistError(f"{path}: damaged or truncated image ({reason}); re-save or re-download it") from None
 
 
-def _too_big(path: Path, w: int, h: int) -> FmnistError:
+def _too_big(path: Path, w: int | None = None, h: int | None = None) -> FmnistError:
+    size = f"{w}×{h} is " if w else ""
     return FmnistError(
-        f"{path}: {w}×{h} is more than the limit of {MAX_PIXELS:,} pixels "
+        f"{path}: {size}more than the limit of {MAX_PIXELS:,} pixels "
         "(a decompression bomb, or an unusually large photo); scale it down first"
     )
-
-
-def _header_size(path: Path) -> tuple[int, int]:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-            try:
-                with Image.open(path) as im:
-                    return im.size
-            finally:
-                Image.MAX_IMAGE_PIXELS = saved
-    except Exception:
-        return (0, 0)
 
 
 def grayscale(img: Image.Image) -> np.ndarray:
@@ -105,7 +94,10 @@ def grayscale(img: Image.Image) -> np.ndarray:
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, rgba)
-    return np.asarray(img.convert("L"), dtype=np.float32)
+    try:
+        return np.asarray(img.convert("L"), dtype=np.float32)
+    except ValueError:  # e.g. HSV or LAB, which Pillow cannot turn into grey directly
+        raise FmnistError(f"images in Pillow's {img.mode!r} mode are not supported; save it as RGB") from None
 
 
 def _shrink(gray: np.ndarray) -> np.ndarray:
@@ -117,28 +109,43 @@ def _shrink(gray: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(gray, "F").resize(size, Image.Resampling.BOX), dtype=np.float32)
 
 
-def foreground(gray: np.ndarray) -> np.ndarray:
-    """The garment light on black: background level subtracted, inverted if the background
-    (the median of the border pixels) is light."""
+def foreground(gray: np.ndarray) -> tuple[np.ndarray, float]:
+    """The garment light on black, and the background's noise level (std of grey levels).
+
+    The background is a plane fitted to the border pixels, not one level: phone photos are
+    lit unevenly, and a gradient of 20 grey levels across the frame would otherwise read as
+    garment. A light background (most product photos) is inverted.
+    """
     h, w = gray.shape
     edge = max(1, min(h, w) // 50)
-    border = np.concatenate(
-        [gray[:edge].ravel(), gray[-edge:].ravel(), gray[:, :edge].ravel(), gray[:, -edge:].ravel()]
-    )
-    background = float(np.median(border))
-    if background > 127.5:
-        return np.clip(background - gray, 0, 255)
-    return np.clip(gray - background, 0, 255)
+    ring = np.zeros((h, w), dtype=bool)
+    ring[:edge] = ring[-edge:] = True
+    ring[:, :edge] = ring[:, -edge:] = True
+    ys, xs = np.nonzero(ring)
+    design = np.column_stack([np.ones(len(xs)), xs / w, ys / h])
+    z = gray[ring].astype(np.float64)
+    keep = np.ones(len(z), dtype=bool)
+    for _ in range(2):  # refit without the outliers, e.g. where the garment touches the border
+        coef = np.linalg.lstsq(design[keep], z[keep], rcond=None)[0]
+        resid = z - design @ coef
+        spread = 1.4826 * float(np.median(np.abs(resid[keep])))  # robust std
+        keep = np.abs(resid) <= max(3 * spread, 2.0)
+    plane = coef[0] + coef[1] * (np.arange(w) / w)[None, :] + coef[2] * (np.arange(h) / h)[:, None]
+    if float(np.median(z)) > 127.5:
+        fg = plane - gray
+    else:
+        fg = gray - plane
+    return np.clip(fg, 0, 255).astype(np.float32), spread
 
 
 def bounding_box(fg: np.ndarray, threshold: float = FOREGROUND_THRESHOLD) -> tuple[int, int, int, int] | None:
     """(top, bottom, left, right), exclusive ends, of the pixels brighter than ``threshold``.
-    A row or column needs a few such pixels in a large image, so that isolated specks of
-    sensor or JPEG noise don't stretch the box."""
+    A row or column needs a couple of such pixels (more in a large image), so that isolated
+    specks of sensor or JPEG noise don't stretch the box."""
     mask = fg > threshold
     h, w = mask.shape
-    rows = np.flatnonzero(mask.sum(1) >= max(1, w // 500))
-    cols = np.flatnonzero(mask.sum(0) >= max(1, h // 500))
+    rows = np.flatnonzero(mask.sum(1) >= max(2, w // 200))
+    cols = np.flatnonzero(mask.sum(0) >= max(2, h // 200))
     if len(rows) == 0 or len(cols) == 0:
         return None
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
@@ -149,8 +156,13 @@ def to_fashion_mnist(img: Image.Image, size: int = IMAGE_SIZE) -> np.ndarray:
 
     Raises :class:`FmnistError` when nothing stands out from the background.
     """
-    fg = foreground(_shrink(grayscale(img)))
-    box = bounding_box(fg, FOREGROUND_THRESHOLD)
+    fg, noise = foreground(_shrink(grayscale(img)))
+    # Fashion-MNIST backgrounds are exactly 0, so the photo's noise floor goes (measured on
+    # noisy renders of test images: mean error 17 -> 9 grey levels at noise std 6), and the
+    # garment must stand well clear of the noise: sensor and JPEG specks stay out of the box.
+    fg = np.clip(fg - 2 * noise, 0, None)
+    threshold = max(FOREGROUND_THRESHOLD, 5 * noise)
+    box = bounding_box(fg, threshold)
     if box is None:
         raise FmnistError(
             "no garment found: the image is one flat colour; photograph the garment on a plain background"
@@ -158,7 +170,7 @@ def to_fashion_mnist(img: Image.Image, size: int = IMAGE_SIZE) -> np.ndarray:
     top, bottom, left, right = box
     # The garment's core, without the soft fringe a blurred edge or shadow leaves; it only
     # decides the half-pixel placement below, where the fringe would tip the rounding.
-    core = bounding_box(fg, EDGE_THRESHOLD) or box
+    core = bounding_box(fg, max(EDGE_THRESHOLD, threshold)) or box
     # Fashion-MNIST garments touch the frame along their longest edge (99% of test images
     # span all 28 pixels), so the output square is exactly the longest edge: no margin.
     # Resizing a square source window straight to the output keeps the aspect ratio and
