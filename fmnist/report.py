@@ -212,7 +212,7 @@ def _page(folder, result, info, model, history, config, summary, figures, pair_r
             ["validation accuracy (best epoch)", pct(info["val_accuracy"]) if info.get("val_accuracy") else "–"],
             ["flip test-time augmentation", "yes" if result.tta else "no"],
             ["epochs run", _e(summary.get("epochs_run", "–")) if summary else "–"],
-            ["training time", f"{summary['train_seconds']:.0f} s" if summary else "–"],
+            ["training time", f"{summary['train_seconds']:.0f} s" if summary and "train_seconds" in summary else "–"],
             ["trained on", _e(f"{info.get('device', '?')}, {info.get('precision', '?')}")],
         ],
         text_cols=(1,),
