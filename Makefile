@@ -13,7 +13,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PIP) -e '.[onnx,serve,tune,dev]'
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PIP) -e '.[onnx,dev]'
 	touch $@
 
 data: venv
@@ -23,6 +23,7 @@ run: venv data
 	$(BIN)/fmnist train --preset $(PRESET) --out $(RUN) --overwrite --plain
 	$(BIN)/fmnist evaluate $(RUN)
 	$(BIN)/fmnist predict $(RUN) --index 0
+	$(BIN)/fmnist report $(RUN)
 
 test: venv
 	$(BIN)/python -m pytest -q

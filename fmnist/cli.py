@@ -139,12 +139,49 @@ def model_summary(
     out.print(summary_table(info["model"], model))
 
 
+# --- ablation --------------------------------------------------------------------------
+
+
+@app.command("ablate")
+def ablate_cmd(
+    budget: int = typer.Option(3, help="Epochs per training run (more: slower, closer to converged)."),
+    seeds: int = typer.Option(3, help="Seeds per step; the table shows mean ± std."),
+    out_dir: Path = typer.Option(Path("runs/ablation"), "--out", help="Folder for the runs, table and chart."),
+    steps: Optional[str] = typer.Option(None, help="Only these steps, e.g. 0-3 or 7,8 (default: all)."),
+    list_steps: bool = typer.Option(False, "--list", help="List the steps and exit."),
+    data_dir: Optional[Path] = DataDir,
+):
+    """Add one improvement at a time to the notebook's recipe and measure each over seeds."""
+    from .ablate import STEPS, ablate
+
+    if list_steps:
+        for i, s in enumerate(STEPS):
+            out.print(f"{i:2d} {s.name:<16} {s.change}")
+        return
+    chosen = _parse_steps(steps, len(STEPS)) if steps else None
+    ablate(budget, seeds, out_dir, str(data_dir) if data_dir else None, chosen, log=lambda m: out.print(m))
+    out.print(f"wrote {out_dir / 'ablation.md'}, {out_dir / 'ablation.png'} and {out_dir / 'ablation.json'}")
+
+
+def _parse_steps(text: str, n: int) -> list[int]:
+    chosen: list[int] = []
+    try:
+        for part in text.split(","):
+            a, _, b = part.partition("-")
+            chosen += list(range(int(a), int(b) + 1)) if b else [int(a)]
+    except ValueError:
+        raise FmnistError(f"--steps {text!r}: use numbers, ranges and commas, e.g. 0-3,7") from None
+    return chosen
+
+
 # --- train / evaluate / predict --------------------------------------------------------
 
 
 @app.command("train")
 def train_cmd(
-    preset: Optional[str] = typer.Option(None, help="A named recipe (see --show-config); flags override it."),
+    preset: Optional[str] = typer.Option(
+        None, help="A named recipe: notebook, quick, cpu-best, gpu, sota (see --show-config); flags override it."
+    ),
     show_config: bool = typer.Option(False, "--show-config", help="Print the resolved configuration and exit."),
     model: Optional[str] = typer.Option(None, help="Architecture (see `fmnist model list`)."),
     epochs: Optional[int] = typer.Option(None, help="Full passes over the training images."),

@@ -107,16 +107,15 @@ def evaluate(
     ``tta=None`` uses what the model was trained with. With ``write`` the run folder (or the
     model file's folder) gets ``test_metrics.json`` and ``confusion_matrix.png``.
     """
-    from .train import predict_logits, resolve_device, resolve_precision
+    from .train import predict_logits, resolve_device
 
     dev = resolve_device(device)
     model, info = load_model(run, dev)
     test = load_split("test", data_dir, verify=verify)
     use_tta = bool(info.get("tta", False)) if tta is None else tta
     images = torch.from_numpy(test.images).unsqueeze(1)
-    logits = predict_logits(
-        model, images, 1000, use_tta, resolve_precision("auto", dev), channels_last=dev.type != "mps"
-    )
+    # fp32 here (not bf16): the reported figures then match `fmnist predict` and the ONNX export exactly.
+    logits = predict_logits(model, images, 1000, use_tta, None, channels_last=dev.type != "mps")
     labels_t = torch.from_numpy(test.labels).to(logits.device)
     loss = F.cross_entropy(logits, labels_t).item()
     probs = torch.softmax(logits, 1).cpu().numpy().astype(np.float64)

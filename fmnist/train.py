@@ -31,6 +31,19 @@ from .errors import FmnistError
 from .models import build_model, count_params, flops_per_image
 
 RUN_FILES = ("config.json", "metrics.csv", MODEL_FILE, "summary.json")
+# Written later by evaluate / report / export; stale once the model is retrained.
+DERIVED_FILES = (
+    "test_metrics.json",
+    "confusion_matrix.png",
+    "model.onnx",
+    "model.int8.onnx",
+    "report.html",
+    "training_curves.png",
+    "confused_pairs.png",
+    "misclassified.png",
+    "reliability.png",
+    "first_test_image.png",
+)
 
 
 @dataclass
@@ -200,7 +213,7 @@ def prepare_out_dir(out: Path, overwrite: bool) -> None:
             f"{out} already holds a run ({', '.join(existing)}); pass --overwrite or choose another --out"
         )
     if existing:
-        for f in (*RUN_FILES, "test_metrics.json", "confusion_matrix.png"):
+        for f in (*RUN_FILES, *DERIVED_FILES):
             (out / f).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -314,6 +327,11 @@ def train(config: TrainConfig, callbacks: list[Callback] | tuple = ()) -> Run:
 
     if config.threads:
         torch.set_num_threads(config.threads)
+    if device.type == "cuda":
+        # Fixed input shapes: let cuDNN pick the fastest convolution algorithms once.
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(config.seed)
     np_rng = np.random.default_rng(config.seed)
     gen = torch.Generator(device=device).manual_seed(config.seed)
