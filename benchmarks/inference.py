@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import re
 import sys
 import time
 from datetime import datetime
@@ -29,29 +27,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fmnist.errors import FmnistError  # noqa: E402
 from fmnist.export import _to_onnx, calibration_images, quantize_int8  # noqa: E402
+from fmnist.machine import peaks  # noqa: E402
 from fmnist.models import available, build_model, flops_per_image  # noqa: E402
 
 BATCHES = (1, 64, 1024)
-FMA_UNITS = 2  # per core: Xeon Scalable (Gold/Platinum) and Zen 4+ server cores have two
 
 
 def cpu_peak() -> tuple[float, str]:
-    """fp32 peak in GFLOP/s and how it was derived, from /proc/cpuinfo."""
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next(iter(re.findall(r"model name\s*:\s*(.+)", text)), platform.processor() or "unknown CPU")
-    cores = len(set(re.findall(r"physical id\s*:\s*(\d+)[\s\S]*?core id\s*:\s*(\d+)", text))) or os.cpu_count()
-    mhz = [float(m) for m in re.findall(r"cpu MHz\s*:\s*([\d.]+)", text)]
-    ghz = (max(mhz) if mhz else 2000.0) / 1000
-    flags = set(next(iter(re.findall(r"flags\s*:\s*(.+)", text)), "").split())
-    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
-    isa = "AVX-512" if lanes == 16 else "AVX2" if lanes == 8 else "SSE"
-    peak = cores * FMA_UNITS * lanes * 2 * ghz
-    how = (
-        f"{model}: {cores} cores × {FMA_UNITS} FMA units × {lanes} fp32 lanes ({isa}) × 2 flops per FMA "
-        f"× {ghz:.2f} GHz (cpu MHz in /proc/cpuinfo) = {peak:.1f} GFLOP/s fp32 peak. "
-        "Assumes two FMA units and no AVX-512 clock drop; a VM's reported clock is the nominal one."
-    )
-    return peak, how
+    """fp32 peak in GFLOP/s and how it was derived (fmnist/machine.py)."""
+    p = peaks()
+    return p["fp32_gflops"], f"{p['cpu']}: {p['derivation']} (clock from /proc/cpuinfo, nominal)"
 
 
 def time_calls(fn, x, budget: float, min_calls: int) -> list[float]:

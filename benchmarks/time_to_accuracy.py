@@ -4,7 +4,7 @@
 Prints seconds of training until the validation accuracy first reaches 91% (the notebook's
 level), 93% and 94%, the final test accuracy (read once, at the end), the achieved GFLOP/s
 during training and that figure as a fraction of the machine's fp32 peak
-(benchmarks/machine.py says how the peak is derived), and each preset's speed-up over the
+(fmnist/machine.py says how the peak is derived), and each preset's speed-up over the
 baseline. Never run as a test:
 
     .venv/bin/python benchmarks/time_to_accuracy.py [--presets notebook quick cpu-best] [--seeds 0 1 2]
@@ -18,16 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from machine import peaks  # noqa: E402
-
 from fmnist.evaluate import evaluate  # noqa: E402
+from fmnist.machine import peaks  # noqa: E402
 from fmnist.presets import preset_config  # noqa: E402
 from fmnist.train import train  # noqa: E402
 

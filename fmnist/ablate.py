@@ -150,15 +150,12 @@ def ablate(
 
 
 def markdown_table(rows: list[dict[str, Any]], budget: int, seeds: int) -> str:
-    import platform
-
-    import torch
+    from .machine import describe
 
     lines = [
         f"Each step adds one change to all the steps above it; {budget} epochs per run, {seeds} seeds "
         f"(0..{seeds - 1}); test accuracy on the 10,000 test images, mean ± sample std over seeds.",
-        f"Measured {date.today().isoformat()} on {platform.machine()} {_cpu_name()}, "
-        f"{torch.get_num_threads()} threads, PyTorch {torch.__version__}.",
+        f"Measured {date.today().isoformat()} on {describe()}.",
         "",
         "| step | change | test accuracy | Δ vs previous | val accuracy | train time / run | FLOPs / image |",
         "|---:|---|---:|---:|---:|---:|---:|",
@@ -173,18 +170,6 @@ def markdown_table(rows: list[dict[str, Any]], budget: int, seeds: int) -> str:
         )
         prev = r["test_mean"]
     return "\n".join(lines) + "\n"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown CPU"
 
 
 def chart_png(rows: list[dict[str, Any]]) -> bytes:

@@ -197,8 +197,8 @@ class GlobalPool(nn.Module):
 
 @register("resnet", "small residual network for 28×28: stem + 3 pool-first residual stages (the CPU default)")
 def resnet(
-    widths: tuple[int, int, int] | list[int] = (64, 128, 256),
-    stem: int = 32,
+    widths: tuple[int, int, int] | list[int] = (32, 64, 128),
+    stem: int = 16,
     blocks: tuple[int, int, int] | list[int] = (1, 1, 1),
     dropout: float = 0.0,
     mean: float = MEAN,

@@ -4,6 +4,7 @@ session, and the cache is redirected to a temporary folder."""
 from __future__ import annotations
 
 import gzip
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +82,39 @@ def smoke_run(tmp_path_factory) -> Path:
     finally:
         mp.undo()
     return out
+
+
+def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """Run `fmnist ARGS...` in-process; return (exit code, stdout, stderr)."""
+    from fmnist.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["fmnist", *map(str, args)])
+    with pytest.raises(SystemExit) as e:
+        main()
+    cap = capsys.readouterr()
+    return e.value.code, cap.out, cap.err
+
+
+def copy_and_run_cli(smoke_run: Path, tmp_path_factory, command: str, *args) -> tuple[Path, str]:
+    """For module-scoped fixtures: copy the smoke run (so other tests keep an untouched one),
+    run `fmnist COMMAND COPY ARGS...` with the test isolation, and return (copy, stdout)."""
+    import contextlib
+    import io
+    import shutil
+
+    from fmnist.cli import main
+
+    run = tmp_path_factory.mktemp(command) / "run"
+    shutil.copytree(smoke_run, run)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FMNIST_NO_DOWNLOAD", "1")
+    mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    mp.setattr(sys, "argv", ["fmnist", command, str(run), *map(str, args)])
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf), pytest.raises(SystemExit) as e:
+            main()
+    finally:
+        mp.undo()
+    assert e.value.code == 0
+    return run, buf.getvalue()

@@ -4,15 +4,12 @@ either backend and never trusts an ONNX file from other weights."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
-import sys
 
 import numpy as np
 import pytest
-from conftest import needs_real_data
+from conftest import copy_and_run_cli, needs_real_data, run_cli
 from PIL import Image
 
 from fmnist import export as fexport
@@ -23,36 +20,12 @@ from fmnist.predict import load_predictor, onnx_session, predict, predict_files
 pytestmark = needs_real_data
 
 
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    from fmnist.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["fmnist", *map(str, args)])
-    with pytest.raises(SystemExit) as e:
-        main()
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
-
-
 @pytest.fixture(scope="module")
 def exported(smoke_run, tmp_path_factory):
     """A private copy of the smoke run (so other tests keep predicting with PyTorch),
     exported once through the CLI with --quantize; returns (run folder, measurements)."""
-    from fmnist.cli import main
-
-    run = tmp_path_factory.mktemp("export") / "run"
-    shutil.copytree(smoke_run, run)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FMNIST_NO_DOWNLOAD", "1")
-    mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
-    mp.setattr(sys, "argv", ["fmnist", "export", str(run), "--quantize", "--json"])
-    buf = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buf), pytest.raises(SystemExit) as e:
-            main()
-    finally:
-        mp.undo()
-    assert e.value.code == 0
-    return run, json.loads(buf.getvalue())
+    run, out = copy_and_run_cli(smoke_run, tmp_path_factory, "export", "--quantize", "--json")
+    return run, json.loads(out)
 
 
 def test_onnx_agrees_with_pytorch_on_the_test_set(exported):

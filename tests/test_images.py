@@ -4,12 +4,11 @@ pixels, predicting them one file at a time, and the `predict FILES` command."""
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import needs_real_data
+from conftest import needs_real_data, run_cli
 from PIL import Image
 
 from fmnist import images as fimages
@@ -215,16 +214,6 @@ def test_predict_files_keeps_going_past_bad_files(smoke_run, photo_dir, tmp_path
     errors = [str(r) for _, r in results if isinstance(r, FmnistError)]
     assert any("not an image" in e for e in errors) and any("empty" in e for e in errors)
     assert any("truncated" in e for e in errors)
-
-
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    from fmnist.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["fmnist", *map(str, args)])
-    with pytest.raises(SystemExit) as e:
-        main()
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
 
 
 @needs_real_data

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import base64
-import contextlib
-import io
 import json
 import re
 import shutil
-import sys
 
 import pytest
-from conftest import needs_real_data
+from conftest import copy_and_run_cli, needs_real_data, run_cli
 
 from fmnist.report import REPORT_FILE, SECTIONS
 
@@ -19,35 +16,11 @@ pytestmark = needs_real_data
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    from fmnist.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["fmnist", *map(str, args)])
-    with pytest.raises(SystemExit) as e:
-        main()
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
-
-
 @pytest.fixture(scope="module")
 def report(smoke_run, tmp_path_factory):
     """`fmnist report` on a private copy of the smoke run: (run folder, HTML text)."""
-    from fmnist.cli import main
-
-    run = tmp_path_factory.mktemp("report") / "run"
-    shutil.copytree(smoke_run, run)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FMNIST_NO_DOWNLOAD", "1")
-    mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
-    mp.setattr(sys, "argv", ["fmnist", "report", str(run)])
-    buf = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buf), pytest.raises(SystemExit) as e:
-            main()
-    finally:
-        mp.undo()
-    assert e.value.code == 0
-    assert buf.getvalue().strip() == str(run / REPORT_FILE)
+    run, out = copy_and_run_cli(smoke_run, tmp_path_factory, "report")
+    assert out.strip() == str(run / REPORT_FILE)
     return run, (run / REPORT_FILE).read_text(encoding="utf-8")
 
 

@@ -1,4 +1,4 @@
-"""What this machine can do at best, for the "fraction of peak" columns of the benchmarks.
+"""What this machine is and can do at best, for the "fraction of peak" columns of benchmarks.
 
 The fp32 peak is derived, not measured: cores × FMA units per core × SIMD lanes × 2 flops
 per FMA × clock. On an AVX-512 core with two FMA units that is 2 × 16 × 2 = 64 flops per
@@ -66,6 +66,13 @@ def peaks() -> dict[str, float | str]:
         "derivation": f"{cores} cores × {per_cycle} flops/cycle ({isa}) × {ghz:.2f} GHz = {fp32:.0f} GFLOP/s fp32"
         + (f"; AMX bf16: {cores} × 2048 × {ghz:.2f} = {amx / 1000:.1f} TFLOP/s" if amx else ""),
     }
+
+
+def describe() -> str:
+    """One line for a results table: CPU, threads, PyTorch version."""
+    import torch
+
+    return f"{platform.machine()} {cpu_name()}, {torch.get_num_threads()} threads, PyTorch {torch.__version__}"
 
 
 if __name__ == "__main__":
