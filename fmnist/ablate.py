@@ -58,7 +58,6 @@ def _steps() -> list[Step]:
         "wider+deeper",
         "padding keeps the resolution; 2 convs per stage, 3 stages of 32/64/128 filters",
         model_args={"widths": [32, 64, 128], "convs": 2, "batchnorm": True, "dropout": 0.2, "padding": 1, "hidden": 0},
-        lr=0.2,
     )
     add(
         "residual",
