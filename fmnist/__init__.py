@@ -1,4 +1,4 @@
-"""fmnist: train, understand, improve and serve a Fashion-MNIST classifier.
+"""fmnist: train, understand, improve and use a Fashion-MNIST classifier.
 
 The library API mirrors the CLI::
 

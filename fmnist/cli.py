@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover - older Typer with Click installed
     from click.exceptions import ClickException, UsageError
 
 app = typer.Typer(
-    help="Train, understand, improve and serve a Fashion-MNIST classifier.",
+    help="Train, understand, improve and use a Fashion-MNIST classifier.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
