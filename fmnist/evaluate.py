@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import atomic_write_bytes, atomic_write_json, load_model, resolve_model_path
-from .data import CLASS_NAMES, NUM_CLASSES, load_split
+from .data import CLASS_NAMES, NUM_CLASSES, Split, load_split
 from .plots import confusion_png
 
 
@@ -101,17 +101,20 @@ def evaluate(
     device: str = "auto",
     write: bool = True,
     verify: bool = True,
+    test: Split | None = None,
 ) -> EvalResult:
     """Evaluate a run folder or model file on the 10,000 test images.
 
     ``tta=None`` uses what the model was trained with. With ``write`` the run folder (or the
-    model file's folder) gets ``test_metrics.json`` and ``confusion_matrix.png``.
+    model file's folder) gets ``test_metrics.json`` and ``confusion_matrix.png``. ``test``:
+    an already loaded test split, for callers that need its pixels too (the report).
     """
     from .train import predict_logits, resolve_device
 
     dev = resolve_device(device)
     model, info = load_model(run, dev)
-    test = load_split("test", data_dir, verify=verify)
+    if test is None:
+        test = load_split("test", data_dir, verify=verify)
     use_tta = bool(info.get("tta", False)) if tta is None else tta
     images = torch.from_numpy(test.images).unsqueeze(1)
     # fp32 here (not bf16): the reported figures then match `fmnist predict` and the ONNX export exactly.
