@@ -19,6 +19,13 @@ def epoch_line(row: dict[str, float], epochs: int) -> str:
     )
 
 
+def end_line(run: Run) -> str:
+    return (
+        f"best epoch {run.best['epoch']}: val acc {run.best['val_accuracy'] * 100:.2f}%; "
+        f"{run.seconds:.1f}s; saved {run.out_dir}"
+    )
+
+
 def start_line(config: TrainConfig, info: dict) -> str:
     return (
         f"training {config.model} ({info['params']:,} params, {info['flops_per_image'] / 1e6:.1f} MFLOPs/image) "
@@ -41,12 +48,7 @@ class PlainProgress(Callback):
         print(epoch_line(row, self.epochs), file=self.stream, flush=True)
 
     def on_train_end(self, run: Run):
-        print(
-            f"best epoch {run.best['epoch']}: val acc {run.best['val_accuracy'] * 100:.2f}%; "
-            f"{run.seconds:.1f}s; saved {run.out_dir}",
-            file=self.stream,
-            flush=True,
-        )
+        print(end_line(run), file=self.stream, flush=True)
 
 
 class RichProgress(PlainProgress):
@@ -90,7 +92,4 @@ class RichProgress(PlainProgress):
         self.console.print(epoch_line(row, self.epochs))
 
     def on_train_end(self, run: Run):
-        self.console.print(
-            f"best epoch {run.best['epoch']}: val acc {run.best['val_accuracy'] * 100:.2f}%; "
-            f"{run.seconds:.1f}s; saved {run.out_dir}"
-        )
+        self.console.print(end_line(run))
