@@ -43,9 +43,9 @@ def measure(preset: str, seed: int, out: Path) -> dict:
         hit = next((h for h in run.history if h["val_accuracy"] >= th), None)
         reach[th] = hit["elapsed"] if hit else None
     train_s = sum(h["train_seconds"] for h in run.history)
-    images = run.info["train_images"] // config.batch_size * config.batch_size * len(run.history)
+    images = run.info.train_images // config.batch_size * config.batch_size * len(run.history)
     # Training costs about 3× the forward pass (forward, gradient w.r.t. inputs and weights).
-    gflops = 3 * run.info["flops_per_image"] * images / train_s / 1e9
+    gflops = 3 * run.info.flops_per_image * images / train_s / 1e9
     return {
         "preset": preset,
         "model": config.model,
@@ -57,7 +57,7 @@ def measure(preset: str, seed: int, out: Path) -> dict:
         "val": run.best["val_accuracy"],
         "test": test.accuracy,
         "gflops": gflops,
-        "precision": run.info["precision"],
+        "precision": run.info.precision,
         "history": [(h["elapsed"], h["val_accuracy"]) for h in run.history],
     }
 

@@ -5,26 +5,31 @@ The library API mirrors the CLI::
     from fmnist import TrainConfig, train, evaluate, predict, load_model, load_fashion_mnist
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
+from .config import TrainConfig
+from .data import load_fashion_mnist, load_split, validation_split
+from .errors import FmnistError
+from .evaluate import evaluate
+from .modelfile import ModelInfo, load_model
+from .predict import predict
+from .spec import CLASS_NAMES
 
-# Note: the functions below shadow their modules of the same name as package attributes
-# (fmnist.train is the function). Import module internals with `from fmnist.train import X`.
-from .checkpoint import load_model  # noqa: E402
-from .data import CLASS_NAMES, load_fashion_mnist, load_split, validation_split  # noqa: E402
-from .errors import FmnistError  # noqa: E402
-from .evaluate import evaluate  # noqa: E402
-from .predict import predict  # noqa: E402
-from .train import TrainConfig, train  # noqa: E402
+# Note: the function below shadows its module as a package attribute (fmnist.train is the
+# function). Import the module's internals with `from fmnist.train import X`.
+from .train import resume, train  # noqa: E402
 
 __all__ = [
     "CLASS_NAMES",
     "FmnistError",
+    "ModelInfo",
     "TrainConfig",
+    "__version__",
     "evaluate",
     "load_fashion_mnist",
     "load_model",
     "load_split",
     "predict",
+    "resume",
     "train",
     "validation_split",
 ]

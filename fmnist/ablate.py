@@ -15,7 +15,13 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .config import TrainConfig
+from .errors import FmnistError
+from .evaluate import evaluate
+from .files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .machine import describe
+from .plots import plt, to_png
+from .train import train
 
 
 @dataclass
@@ -89,10 +95,6 @@ def ablate(
 ) -> list[dict[str, Any]]:
     """Train every step (or the ``steps`` given by index) for ``budget`` epochs over
     ``seeds`` seeds; write ``ablation.md``, ``ablation.json`` and ``ablation.png`` to ``out``."""
-    from .errors import FmnistError
-    from .evaluate import evaluate
-    from .train import TrainConfig, train
-
     if budget <= 0 or seeds <= 0:
         raise FmnistError("--budget and --seeds must be positive")
     out = Path(out)
@@ -120,13 +122,13 @@ def ablate(
                 run = train(cfg)
                 t = time.perf_counter() - t0
                 vals.append(run.best["val_accuracy"])
-                flops = run.info["flops_per_image"]
+                flops = run.info.flops_per_image
             result = evaluate(run_dir, data_dir, tta=step.eval_only.get("tta"), write=False)
             tests.append(result.accuracy)
             times.append(t)
             runs.append(run_dir)
             if step.eval_only:
-                flops = result.info["flops_per_image"] * 2
+                flops = result.info.flops_per_image * 2
         row = {
             "step": i,
             "name": step.name,
@@ -149,8 +151,6 @@ def ablate(
 
 
 def markdown_table(rows: list[dict[str, Any]], budget: int, seeds: int) -> str:
-    from .machine import describe
-
     lines = [
         f"Each step adds one change to all the steps above it; {budget} epochs per run, {seeds} seeds "
         f"(0..{seeds - 1}); test accuracy on the 10,000 test images, mean ± sample std over seeds.",
@@ -172,8 +172,6 @@ def markdown_table(rows: list[dict[str, Any]], budget: int, seeds: int) -> str:
 
 
 def chart_png(rows: list[dict[str, Any]]) -> bytes:
-    from .plots import plt, to_png
-
     fig, ax = plt.subplots(figsize=(9, 4.8), dpi=110)
     names = [r["name"] for r in rows]
     means = [r["test_mean"] * 100 for r in rows]

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from typer import Abort
 
+from .console import make_console
 from .errors import FmnistError
+from .files import dumps
 
 try:  # recent Typer vendors its own copy of Click
     from typer._click.exceptions import ClickException, UsageError
@@ -30,7 +33,7 @@ data_app = typer.Typer(help="Locate, verify, describe and draw the data set.", n
 model_app = typer.Typer(help="The model architectures.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
-out = Console()
+out = make_console()
 
 DataDir = typer.Option(
     None, "--data-dir", help="Folder with the four files (default: $FMNIST_DATA_DIR, cache, Debian's, download)."
@@ -64,7 +67,8 @@ def data_fetch(
 @data_app.command("info")
 def data_info(data_dir: Optional[Path] = DataDir, no_verify: bool = NoVerify):
     """Where the files came from, whether they verified, counts per class, pixel mean/std."""
-    from .data import CLASS_NAMES, load_split, pixel_stats, validation_split
+    from .data import load_split, pixel_stats, validation_split
+    from .spec import CLASS_NAMES
 
     train = load_split("train", data_dir, verify=not no_verify)
     test = load_split("test", data_dir, verify=not no_verify)
@@ -102,8 +106,8 @@ def data_show(
     no_verify: bool = NoVerify,
 ):
     """Draw a grid of sample images, one row per class, labelled with class names."""
-    from .checkpoint import atomic_write_bytes
     from .data import load_split
+    from .files import atomic_write_bytes
     from .plots import sample_grid_png
 
     s = load_split(split, data_dir, verify=not no_verify)
@@ -133,10 +137,10 @@ def model_summary(
     if name in available():
         out.print(summary_table(name))
         return
-    from .checkpoint import load_model
+    from .modelfile import load_model
 
     model, info = load_model(name)
-    out.print(summary_table(info["model"], model))
+    out.print(summary_table(info.model, model))
 
 
 # --- ablation --------------------------------------------------------------------------
@@ -177,87 +181,140 @@ def _parse_steps(text: str, n: int) -> list[int]:
 # --- train / evaluate / predict --------------------------------------------------------
 
 
-@app.command("train")
-def train_cmd(
-    preset: Optional[str] = typer.Option(
-        None, help="A named recipe: notebook, quick, cpu-best, gpu, sota (see --show-config); flags override it."
-    ),
-    show_config: bool = typer.Option(False, "--show-config", help="Print the resolved configuration and exit."),
-    model: Optional[str] = typer.Option(None, help="Architecture (see `fmnist model list`)."),
-    epochs: Optional[int] = typer.Option(None, help="Full passes over the training images."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per optimizer step."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
-    weight_decay: Optional[float] = typer.Option(
-        None, "--weight-decay", help="Weight decay (conv/dense weights only)."
-    ),
-    optimizer: Optional[str] = typer.Option(None, help="adam, adamw or sgd (Nesterov)."),
-    schedule: Optional[str] = typer.Option(None, help="constant, onecycle or cosine."),
-    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing"),
-    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Random horizontal flips."),
-    translate: Optional[int] = typer.Option(None, help="Random shifts of up to N pixels."),
-    erase: Optional[float] = typer.Option(None, help="Random-erasing probability."),
-    mixup: Optional[float] = typer.Option(None, help="MixUp alpha (0 = off)."),
-    cutmix: Optional[float] = typer.Option(None, help="CutMix alpha (0 = off)."),
-    ema: Optional[float] = typer.Option(None, help="EMA decay of the weights (0 = off)."),
-    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Flip test-time augmentation."),
-    early_stop: Optional[int] = typer.Option(None, "--early-stop", help="Stop after N epochs without improvement."),
-    seed: Optional[int] = typer.Option(None, help="Random seed (same seed, same machine: same result)."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N or mps."),
-    precision: Optional[str] = typer.Option(None, help="auto, fp32 or bf16."),
-    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
-    subset: Optional[int] = typer.Option(None, help="Train on only N images (smoke runs)."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<model>-<timestamp>)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in --out."),
-    data_dir: Optional[Path] = DataDir,
-    no_verify: bool = NoVerify,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final line."),
-    plain: bool = typer.Option(False, "--plain", help="Plain lines, no progress bar (for logs)."),
-):
-    """Train a model; writes config.json, metrics.csv, model.safetensors and summary.json."""
-    from .presets import preset_config
-    from .train import TrainConfig, train
+def _train_parameters() -> list[inspect.Parameter]:
+    """One option per TrainConfig field, from the schema (help text, allowed values,
+    default), plus the options that say where the values come from."""
+    from .config import TrainConfig, cli_fields, describe_rules
+    from .presets import PRESETS
 
-    overrides = dict(
-        model=model,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        optimizer=optimizer,
-        schedule=schedule,
-        label_smoothing=label_smoothing,
-        flip=flip,
-        translate=translate,
-        erase=erase,
-        mixup=mixup,
-        cutmix=cutmix,
-        ema=ema,
-        tta=tta,
-        early_stop=early_stop,
-        seed=seed,
-        device=device,
-        precision=precision,
-        compile=compile,
-        subset=subset,
-        out=str(out_dir) if out_dir else None,
-        overwrite=overwrite or None,
-        data_dir=str(data_dir) if data_dir else None,
-        verify=False if no_verify else None,
-    )
-    if preset:
-        config = preset_config(preset, **overrides)
-    else:
-        config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
-    config.validate()
-    if show_config:
-        out.print_json(json.dumps(config.to_dict()))
-        return
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = [
+        inspect.Parameter(
+            "preset",
+            kw,
+            default=typer.Option(
+                None,
+                "--preset",
+                help=TrainConfig.__dataclass_fields__["preset"].metadata["help"] + f" [one of {', '.join(PRESETS)}]",
+            ),
+            annotation=Optional[str],
+        ),
+        inspect.Parameter(
+            "config_file",
+            kw,
+            default=typer.Option(
+                None,
+                "--config",
+                help="Start from a JSON or TOML file of settings (a run's config.json too); flags override it.",
+            ),
+            annotation=Optional[Path],
+        ),
+    ]
+    for f in cli_fields():
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else "{}"
+        text = f.metadata["help"] + describe_rules(f) + (f" (default: {default})" if default is not None else "")
+        kind = str(f.type).split("|")[0].strip().split("[")[0]
+        if f.name == "model_args":
+            opt, annotation, name = (
+                typer.Option(None, "--model-arg", metavar="KEY=VALUE", help=f.metadata["help"]),
+                Optional[list[str]],
+                "model_arg",
+            )
+        elif kind == "bool":
+            opt, annotation, name = typer.Option(None, f"{flag}/--no-{flag[2:]}", help=text), Optional[bool], f.name
+        else:
+            annotation = {"int": Optional[int], "float": Optional[float]}.get(kind, Optional[str])
+            opt, name = typer.Option(None, flag, help=text), f.name
+        params.append(inspect.Parameter(name, kw, default=opt, annotation=annotation))
+    params += [
+        inspect.Parameter(
+            "resume",
+            kw,
+            default=typer.Option(
+                None, "--resume", help="Continue the unfinished run in this folder, with its own settings."
+            ),
+            annotation=Optional[Path],
+        ),
+        inspect.Parameter(
+            "show_config",
+            kw,
+            default=typer.Option(False, "--show-config", help="Print the resolved settings as JSON and exit."),
+            annotation=bool,
+        ),
+        inspect.Parameter(
+            "quiet",
+            kw,
+            default=typer.Option(False, "--quiet", "-q", help="Print only the final line."),
+            annotation=bool,
+        ),
+        inspect.Parameter(
+            "plain",
+            kw,
+            default=typer.Option(False, "--plain", help="Plain lines, no progress bar (for logs)."),
+            annotation=bool,
+        ),
+    ]
+    return params
+
+
+def train_cmd(**options):
+    """Train a model; writes config.json, metrics.csv, model.safetensors and summary.json.
+
+    Settings come from, in order: the defaults (the original notebook's recipe), --preset,
+    --config FILE, then the flags. Ctrl-C (or SIGTERM) stops after the current step and
+    saves, and --resume RUN continues; under torchrun it trains on several processes.
+    """
+    from .config import TrainConfig, load_config_file, parse_model_args
     from .console import PlainProgress, RichProgress
+    from .presets import preset_config
+    from .train import Interrupted, Trainer
 
-    callbacks = [] if quiet else [PlainProgress() if plain or not sys.stdout.isatty() else RichProgress(out)]
-    run = train(config, callbacks)
+    preset, config_file, resume = options.pop("preset"), options.pop("config_file"), options.pop("resume")
+    show_config, quiet, plain = options.pop("show_config"), options.pop("quiet"), options.pop("plain")
+    model_args = options.pop("model_arg")
+    overrides = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items() if v is not None}
+    if model_args:
+        overrides["model_args"] = parse_model_args(model_args)
+    if resume is not None:
+        given = [f"--{k.replace('_', '-')}" for k in overrides] + (["--preset"] if preset else [])
+        given += ["--config"] if config_file else []
+        if given:
+            raise FmnistError(
+                f"--resume continues a run with its own settings; leave out {', '.join(given)} (or start a new run)"
+            )
+        trainer = Trainer(None, resume=resume)
+    else:
+        file_values = load_config_file(config_file) if config_file else {}
+        name = preset or file_values.get("preset")
+        config = preset_config(name) if isinstance(name, str) else TrainConfig()
+        config = config.merged(file_values, str(config_file)).merged(overrides)
+        if preset:
+            config.preset = preset
+        config.validate()
+        if show_config:
+            print(dumps(config.to_dict()))
+            return
+        trainer = Trainer(config)
+    if show_config:
+        print(dumps(trainer.config.to_dict()))
+        return
+    progress = None if quiet else PlainProgress() if plain or not sys.stdout.isatty() else RichProgress(out)
+    trainer.callbacks = [progress] if progress else []
+    try:
+        run = trainer.run()
+    except Interrupted as e:
+        if isinstance(progress, RichProgress):
+            progress.stop()
+        print(str(e), file=sys.stderr)
+        raise typer.Exit(130) from None
     if quiet:
         print(f"{run.out_dir}: best val acc {_pct(run.best['val_accuracy'])} at epoch {run.best['epoch']}")
+
+
+train_cmd.__signature__ = inspect.Signature(_train_parameters())
+train_cmd.__annotations__ = {p.name: p.annotation for p in train_cmd.__signature__.parameters.values()}
+app.command("train")(train_cmd)
 
 
 @app.command("evaluate")
@@ -270,8 +327,8 @@ def evaluate_cmd(
     no_verify: bool = NoVerify,
 ):
     """Test-set accuracy and loss, per-class precision/recall/F1 and the confusion matrix."""
-    from .data import CLASS_NAMES
     from .evaluate import evaluate
+    from .spec import CLASS_NAMES
 
     r = evaluate(run, data_dir, tta=tta, device=device, verify=not no_verify)
     if as_json:

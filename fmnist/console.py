@@ -1,4 +1,5 @@
-"""How training reports progress: a Rich bar per epoch, plain lines for logs, or silence."""
+"""How training reports progress: a Rich bar per epoch, plain lines for logs, or silence;
+and the console the CLI prints through."""
 
 from __future__ import annotations
 
@@ -7,7 +8,33 @@ import sys
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .train import Callback, Run, TrainConfig
+from .config import TrainConfig
+from .modelfile import ModelInfo
+from .train import Callback, Run
+
+
+class StreamConsole(Console):
+    """A Rich console that never wraps a line when its output is not a terminal: Rich then
+    assumes 80 columns, which split `make run`'s one-line answer over two lines in logs.
+    Whether the output is a terminal is decided at each print (tests swap sys.stdout)."""
+
+    def print(self, *objects, **kwargs) -> None:
+        if not self.is_terminal:
+            kwargs.setdefault("soft_wrap", True)
+        super().print(*objects, **kwargs)
+
+    @property
+    def width(self) -> int:
+        width = Console.width.fget(self)
+        return width if self.is_terminal else max(width, 200)
+
+    @width.setter
+    def width(self, value: int) -> None:
+        Console.width.fset(self, value)
+
+
+def make_console(file=None) -> Console:
+    return StreamConsole(file=file)
 
 
 def epoch_line(row: dict[str, float], epochs: int) -> str:
@@ -26,11 +53,12 @@ def end_line(run: Run) -> str:
     )
 
 
-def start_line(config: TrainConfig, info: dict) -> str:
+def start_line(config: TrainConfig, info: ModelInfo, start_epoch: int = 1) -> str:
+    where = f"resuming at epoch {start_epoch} of {config.epochs}" if start_epoch > 1 else f"{config.epochs} epochs"
     return (
-        f"training {config.model} ({info['params']:,} params, {info['flops_per_image'] / 1e6:.1f} MFLOPs/image) "
-        f"on {info['train_images']:,} images, validating on {info['val_images']:,}; "
-        f"{config.epochs} epochs, batch {config.batch_size}, {info['device']} {info['precision']} -> {config.out}"
+        f"training {config.model} ({info.params:,} params, {info.flops_per_image / 1e6:.1f} MFLOPs/image) "
+        f"on {info.train_images:,} images, validating on {info.val_images:,}; "
+        f"{where}, batch {config.batch_size}, {info.device} {info.precision} -> {config.out}"
     )
 
 
@@ -40,9 +68,9 @@ class PlainProgress(Callback):
     def __init__(self, stream=None):
         self.stream = stream or sys.stdout
 
-    def on_train_start(self, config, info):
+    def on_train_start(self, config, info, start_epoch=1):
         self.epochs = config.epochs
-        print(start_line(config, info), file=self.stream, flush=True)
+        print(start_line(config, info, start_epoch), file=self.stream, flush=True)
 
     def on_epoch_end(self, row):
         print(epoch_line(row, self.epochs), file=self.stream, flush=True)
@@ -60,9 +88,9 @@ class RichProgress(PlainProgress):
         self.console = console or Console()
         self.progress: Progress | None = None
 
-    def on_train_start(self, config, info):
+    def on_train_start(self, config, info, start_epoch=1):
         self.epochs = config.epochs
-        self.console.print(start_line(config, info))
+        self.console.print(start_line(config, info, start_epoch))
 
     def on_epoch_start(self, epoch, steps):
         self.progress = Progress(
@@ -86,10 +114,14 @@ class RichProgress(PlainProgress):
             )
 
     def on_epoch_end(self, row):
+        self.stop()
+        self.console.print(epoch_line(row, self.epochs))
+
+    def stop(self) -> None:
+        """Take the bar off the screen (also on an interruption, before the message)."""
         if self.progress:
             self.progress.stop()
             self.progress = None
-        self.console.print(epoch_line(row, self.epochs))
 
     def on_train_end(self, run: Run):
         self.console.print(end_line(run))

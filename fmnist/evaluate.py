@@ -11,9 +11,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import atomic_write_bytes, atomic_write_json, load_model, resolve_model_path
-from .data import CLASS_NAMES, NUM_CLASSES, Split, load_split
+from .data import Split, load_split
+from .files import atomic_write_bytes, atomic_write_json
+from .inference import predict_logits, resolve_device
+from .modelfile import ModelInfo, load_model, resolve_model_path
 from .plots import confusion_png
+from .runs import CONFUSION, TEST_METRICS, RunFolder
+from .spec import CLASS_NAMES, NUM_CLASSES
 
 
 @dataclass
@@ -25,7 +29,7 @@ class EvalResult:
     ece: float
     probs: np.ndarray  # N×10 softmax probabilities
     labels: np.ndarray
-    info: dict[str, Any]
+    info: ModelInfo
     tta: bool
 
     @property
@@ -41,8 +45,8 @@ class EvalResult:
             "macro_f1": float(np.mean([c["f1"] for c in self.per_class])),
             "ece": self.ece,
             "tta": self.tta,
-            "model": self.info.get("model"),
-            "val_accuracy": self.info.get("val_accuracy"),
+            "model": self.info.model,
+            "val_accuracy": self.info.val_accuracy,
             "per_class": self.per_class,
             "confusion_matrix": self.confusion.tolist(),
             "class_names": list(CLASS_NAMES),
@@ -109,13 +113,13 @@ def evaluate(
     model file's folder) gets ``test_metrics.json`` and ``confusion_matrix.png``. ``test``:
     an already loaded test split, for callers that need its pixels too (the report).
     """
-    from .train import predict_logits, resolve_device
-
     dev = resolve_device(device)
-    model, info = load_model(run, dev)
+    path = resolve_model_path(run)
+    RunFolder(path.parent).warn_if_unfinished()
+    model, info = load_model(path, dev)
     if test is None:
         test = load_split("test", data_dir, verify=verify)
-    use_tta = bool(info.get("tta", False)) if tta is None else tta
+    use_tta = info.tta if tta is None else tta
     images = torch.from_numpy(test.images).unsqueeze(1)
     # fp32 here (not bf16): the reported figures then match `fmnist predict` and the ONNX export exactly.
     logits = predict_logits(model, images, 1000, use_tta, None, channels_last=dev.type != "mps")
@@ -136,7 +140,7 @@ def evaluate(
         tta=use_tta,
     )
     if write:
-        folder = resolve_model_path(run).parent
-        atomic_write_json(folder / "test_metrics.json", result.to_dict())
-        atomic_write_bytes(folder / "confusion_matrix.png", confusion_png(cm))
+        folder = path.parent
+        atomic_write_json(folder / TEST_METRICS, result.to_dict())
+        atomic_write_bytes(folder / CONFUSION, confusion_png(cm))
     return result

@@ -23,11 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
-from .checkpoint import atomic_write_bytes, load_model, resolve_model_path
-from .data import CLASS_NAMES, load_split, validation_split
+from ._version import __version__
+from .data import load_split, validation_split
 from .errors import FmnistError
-from .predict import ONNX_FILE, SOURCE_HASH_KEY, file_sha256, onnx_logits, onnx_session
+from .files import atomic_write_bytes
+from .inference import ONNX_FILE, SOURCE_HASH_KEY, file_sha256, onnx_logits, onnx_session, predict_logits
+from .modelfile import ModelInfo, load_model, resolve_model_path
+from .runs import RunFolder
+from .spec import CLASS_NAMES
 
 OPSET = 18
 MIN_AGREEMENT = 0.999  # top-1 agreement with PyTorch below which the export is refused
@@ -48,6 +51,7 @@ def export_onnx(
     (``model.int8.onnx``) with its accuracy and speed. Returns what was measured."""
     _require_onnx()
     model_path = resolve_model_path(run)
+    RunFolder(model_path.parent).warn_if_unfinished()
     model, info = load_model(model_path)
     target = Path(out) if out is not None else model_path.parent / ONNX_FILE
     if target.is_dir():
@@ -59,8 +63,6 @@ def export_onnx(
     raw, exporter = _to_onnx(model)
     session = onnx_session(raw)
     theirs = onnx_logits(session, images)
-    from .train import predict_logits
-
     ours = predict_logits(model, images, 1000).numpy()  # fp32: the reference the file must match
     agreement = float((theirs.argmax(1) == ours.argmax(1)).mean())
     max_diff = float(np.abs(theirs - ours).max())
@@ -160,17 +162,17 @@ def _to_onnx(model: torch.nn.Module) -> tuple[bytes, str]:
             ) from None
 
 
-def _metadata(info: dict[str, Any], model_path: Path, exporter: str, test_accuracy: float) -> dict[str, str]:
+def _metadata(info: ModelInfo, model_path: Path, exporter: str, test_accuracy: float) -> dict[str, str]:
     return {
-        "class_names": json.dumps(list(info.get("class_names") or CLASS_NAMES)),
-        "model": str(info.get("model")),
-        "model_args": json.dumps(info.get("model_args", {})),
-        "val_accuracy": json.dumps(info.get("val_accuracy")),
+        "class_names": json.dumps(list(info.class_names or CLASS_NAMES)),
+        "model": info.model,
+        "model_args": json.dumps(info.model_args),
+        "val_accuracy": json.dumps(info.val_accuracy),
         "test_accuracy": json.dumps(test_accuracy),
-        "tta": json.dumps(bool(info.get("tta", False))),
+        "tta": json.dumps(info.tta),
         "input": "pixels: float32 N×1×28×28, values 0-255, light garment on black (Fashion-MNIST style)",
         "output": "logits: float32 N×10; softmax gives class probabilities",
-        "normalization": json.dumps(info.get("normalization")),
+        "normalization": json.dumps(info.normalization),
         "exporter": exporter,
         "fmnist_version": __version__,
         SOURCE_HASH_KEY: file_sha256(model_path),

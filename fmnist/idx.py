@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import IdxError
+from .files import atomic_write_bytes
 
 # IDX dtype code -> big-endian NumPy dtype.
 DTYPES: dict[int, np.dtype] = {
@@ -90,8 +91,6 @@ def encode_idx(array: np.ndarray) -> bytes:
 
 def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None = None) -> Path:
     """Write ``array`` as IDX, atomically; gzipped if ``compress`` or the name ends in .gz."""
-    from .checkpoint import atomic_write_bytes
-
     path = Path(path)
     data = encode_idx(array)
     if compress is None:

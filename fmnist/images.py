@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .data import IMAGE_SIZE
 from .errors import FmnistError
+from .spec import IMAGE_SIZE
 
 # Pillow only warns below 2× its own limit (~179 MP); a photo of one garment never needs
 # more than a high-end phone camera gives, and decoding more costs gigabytes of memory.

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .data import IMAGE_SIZE, MEAN, NUM_CLASSES, STD
 from .errors import FmnistError
+from .spec import IMAGE_SIZE, MEAN, NUM_CLASSES, STD
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _ABOUT: dict[str, str] = {}

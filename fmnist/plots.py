@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # never open a window; works on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .data import CLASS_NAMES  # noqa: E402
+from .spec import CLASS_NAMES  # noqa: E402
 
 
 def to_png(fig) -> bytes:

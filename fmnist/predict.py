@@ -1,16 +1,14 @@
-"""Inference: predictions for test images by index (the notebook's question) with the
-predicted and actual label, whether they match, and a real softmax confidence; and for
-the user's own image files.
+"""Predictions for test images by index (the notebook's question) with the predicted and
+actual label, whether they match, and a real softmax confidence; and for the user's own
+image files.
 
 Prediction runs on ONNX Runtime when an up-to-date ``model.onnx`` (from ``fmnist export``)
-sits beside the model and onnxruntime is installed, on PyTorch otherwise; both give the
-same answers (tests/test_export.py checks it)."""
+sits beside the model and onnxruntime is installed, on PyTorch otherwise (see
+:func:`fmnist.inference.load_predictor`); both give the same answers."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write_bytes, load_model, read_model_info, resolve_model_path
-from .data import CLASS_NAMES, load_split
+from .data import load_split
 from .errors import FmnistError
+from .files import atomic_write_bytes
+from .images import preprocess_file, to_png
+from .inference import Predictor, load_predictor
+from .modelfile import resolve_model_path
+from .runs import RunFolder
+from .spec import CLASS_NAMES
 
 
 @dataclass
@@ -39,110 +42,6 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         return {k: v for k, v in d.items() if v is not None or k in ("actual", "actual_name", "match")}
-
-
-def probabilities(model: torch.nn.Module, images: torch.Tensor, tta: bool = False) -> np.ndarray:
-    """Softmax probabilities (float64, N×10) for pixel images shaped N×1×28×28 (0–255)."""
-    from .train import predict_logits
-
-    logits = predict_logits(model, images, 1000, tta)
-    return torch.softmax(logits.double(), 1).cpu().numpy()
-
-
-BACKENDS = ("auto", "torch", "onnx")
-ONNX_FILE = "model.onnx"
-SOURCE_HASH_KEY = "fmnist_source_sha256"  # ONNX metadata: which model.safetensors it came from
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def onnx_session(path: str | os.PathLike):
-    """An ONNX Runtime CPU session for ``path`` (a file or the model's bytes)."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise FmnistError("onnxruntime is not installed; pip install 'fmnist[onnx]' or use --backend torch") from None
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3  # errors only: ORT's warnings are about its own internals
-    src = path if isinstance(path, bytes) else str(path)
-    try:
-        return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
-    except Exception as e:
-        where = "the exported model" if isinstance(path, bytes) else str(path)
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise FmnistError(f"{where}: ONNX Runtime cannot load it ({first}); re-run `fmnist export`") from None
-
-
-def onnx_logits(session, images: np.ndarray | torch.Tensor, batch_size: int = 1000, tta: bool = False) -> np.ndarray:
-    """Float32 logits from an ONNX session for pixel images N×1×28×28 (0–255)."""
-    x_all = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-    name = session.get_inputs()[0].name
-    out = []
-    for i in range(0, len(x_all), batch_size):
-        x = np.ascontiguousarray(x_all[i : i + batch_size], dtype=np.float32)
-        logits = session.run(None, {name: x})[0]
-        if tta:  # the same mirror-image average as fmnist.train.predict_logits
-            logits = 0.5 * (logits + session.run(None, {name: np.ascontiguousarray(x[..., ::-1])})[0])
-        out.append(logits)
-    return np.concatenate(out) if out else np.empty((0, len(CLASS_NAMES)), np.float32)
-
-
-class Predictor:
-    """A model ready to predict, on PyTorch or ONNX Runtime (``backend`` says which)."""
-
-    def __init__(self, backend: str, info: dict[str, Any], model: torch.nn.Module | None = None, session=None):
-        self.backend, self.info, self.model, self.session = backend, info, model, session
-
-    def probabilities(self, images: torch.Tensor, tta: bool = False) -> np.ndarray:
-        if self.session is not None:
-            logits = torch.from_numpy(onnx_logits(self.session, images, tta=tta))
-            return torch.softmax(logits.double(), 1).numpy()
-        return probabilities(self.model, images, tta)
-
-
-def load_predictor(run: str | os.PathLike | torch.nn.Module, backend: str = "auto") -> Predictor:
-    """``backend``: "torch", "onnx" (the run's model.onnx, which must match its weights) or
-    "auto" (ONNX when that works, PyTorch otherwise)."""
-    if backend not in BACKENDS:
-        raise FmnistError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if isinstance(run, torch.nn.Module):
-        if backend == "onnx":
-            raise FmnistError("the ONNX backend needs a run folder or model file, not a loaded model")
-        return Predictor("torch", {}, model=run)
-    path = resolve_model_path(run)
-    if backend == "onnx" or (backend == "auto" and (path.parent / ONNX_FILE).exists() and _have_onnxruntime()):
-        try:
-            return Predictor("onnx", read_model_info(path), session=_matching_onnx(path))
-        except FmnistError as e:
-            if backend == "onnx":
-                raise
-            warnings.warn(f"using PyTorch: {e}", stacklevel=2)
-    model, info = load_model(path)
-    return Predictor("torch", info, model=model)
-
-
-def _have_onnxruntime() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("onnxruntime") is not None
-
-
-def _matching_onnx(model_path: Path):
-    onnx_path = model_path.parent / ONNX_FILE
-    if not onnx_path.is_file():
-        raise FmnistError(f"{onnx_path}: no such file; run `fmnist export {model_path.parent}` first")
-    session = onnx_session(onnx_path)
-    meta = session.get_modelmeta().custom_metadata_map
-    # A retrained run keeps the old model.onnx beside new weights; it must not answer for them.
-    if meta.get(SOURCE_HASH_KEY) != file_sha256(model_path):
-        raise FmnistError(f"{onnx_path} was exported from other weights than {model_path}; re-run `fmnist export`")
-    return session
 
 
 def _prediction(p: np.ndarray, k: int, **extra) -> Prediction:
@@ -165,8 +64,7 @@ def predict(
     file or an already loaded model."""
     indices = [0] if indices is None else list(indices)
     _check_top_k(top_k)
-    predictor = load_predictor(run, backend)
-    info = predictor.info
+    predictor = _predictor(run, backend)
     test = load_split("test", data_dir, verify=verify)
     bad = [i for i in indices if not -len(test) <= i < len(test)]
     if bad:
@@ -175,8 +73,7 @@ def predict(
         )
     idx = np.array([i % len(test) for i in indices], dtype=np.int64)
     images = torch.from_numpy(test.images[idx]).unsqueeze(1)
-    use_tta = bool(info.get("tta", False)) if tta is None else tta
-    probs = predictor.probabilities(images, use_tta)
+    probs = predictor.probabilities(images, tta)
     out = []
     for i, p in zip(idx, probs):
         actual = int(test.labels[i])
@@ -184,6 +81,12 @@ def predict(
         pred.match = pred.predicted == actual
         out.append(pred)
     return out
+
+
+def _predictor(run: str | os.PathLike | torch.nn.Module, backend: str) -> Predictor:
+    if not isinstance(run, torch.nn.Module):
+        RunFolder(resolve_model_path(run).parent).warn_if_unfinished()
+    return load_predictor(run, backend)
 
 
 def _check_top_k(top_k: int) -> None:
@@ -202,10 +105,8 @@ def predict_files(
     """Predict the user's image files, in order. A file that cannot be read or holds no
     garment gets its :class:`FmnistError` in place of a prediction; the others are still
     predicted. ``save_preprocessed``: a folder for the 28×28 PNG the model saw of each."""
-    from .images import preprocess_file, to_png
-
     _check_top_k(top_k)
-    predictor = load_predictor(run, backend)
+    predictor = _predictor(run, backend)
     out_dir = Path(save_preprocessed) if save_preprocessed is not None else None
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise FmnistError(f"--save-preprocessed {out_dir}: exists and is not a folder")
@@ -219,10 +120,9 @@ def predict_files(
             results.append((p, e))
     if not pixels:
         return results
-    use_tta = bool(predictor.info.get("tta", False)) if tta is None else tta
     order = list(pixels)
     batch = torch.from_numpy(np.stack([pixels[i] for i in order])).unsqueeze(1)
-    probs = predictor.probabilities(batch, use_tta)
+    probs = predictor.probabilities(batch, tta)
     used: set[str] = set()
     for i, p in zip(order, probs):
         path = results[i][0]

@@ -6,11 +6,10 @@ Measured figures for each preset are in docs/benchmarks.md.
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any
 
+from .config import TrainConfig
 from .errors import FmnistError
-from .train import TrainConfig
 
 # What every fast recipe shares: one-cycle SGD with Nesterov momentum, label smoothing,
 # decoupled-from-norms weight decay, flips and small shifts, and flip TTA at evaluation.
@@ -83,13 +82,7 @@ ABOUT: dict[str, str] = {
 
 
 def preset_config(name: str, **overrides: Any) -> TrainConfig:
+    """The preset's values with ``overrides`` on top (None values are ignored)."""
     if name not in PRESETS:
         raise FmnistError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-    values = {**PRESETS[name], "preset": name}
-    known = {f.name for f in fields(TrainConfig)}
-    for k, v in overrides.items():
-        if k not in known:
-            raise FmnistError(f"unknown training option {k!r}")
-        if v is not None:
-            values[k] = v
-    return TrainConfig(**values)
+    return TrainConfig.from_mapping({**PRESETS[name], "preset": name}).merged(overrides)

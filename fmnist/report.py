@@ -14,19 +14,24 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import atomic_write_bytes, atomic_write_text, load_model, resolve_model_path
-from .data import CLASS_NAMES, load_split
+from .data import load_split
+from .errors import FmnistError
 from .evaluate import EvalResult, calibration_bins, evaluate
+from .files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .modelfile import load_model, resolve_model_path
 from .models import summarize
 from .plots import (
     confused_pairs_png,
+    confusion_png,
     image_grid_png,
     prediction_png,
     reliability_png,
     training_curves_png,
 )
+from .runs import CONFUSION, METRICS, REPORT, TEST_METRICS, RunFolder
+from .spec import CLASS_NAMES
 
-REPORT_FILE = "report.html"
+REPORT_FILE = REPORT
 SECTIONS = {
     "overview": "Overview",
     "training-curves": "Training curves",
@@ -51,17 +56,20 @@ def write_report(
     """Evaluate the run on the test set and write ``<run>/report.html`` and its PNGs.
     Returns the HTML file's path."""
     model_path = resolve_model_path(run_dir)
-    folder = model_path.parent
+    run = RunFolder(model_path.parent)
+    run.warn_if_unfinished()
+    folder = run.path
     # Read (and verify) the test set once: the metrics need its labels, the pictures its pixels.
     test = load_split("test", data_dir, verify=verify)
-    result = evaluate(model_path, data_dir, write=True, verify=verify, test=test)
+    result = evaluate(model_path, data_dir, write=False, verify=verify, test=test)
     model, info = load_model(model_path)
-    history = _read_optional(folder / "metrics.csv", _metrics)
-    config = _read_optional(folder / "config.json", lambda p: json.loads(p.read_text()))
-    summary = _read_optional(folder / "summary.json", lambda p: json.loads(p.read_text()))
+    # A bare model file, a run from an older fmnist or a damaged file: the section says so.
+    history = _optional(run.read_metrics) if (run / METRICS).is_file() else None
+    config = _optional(run.read_config) if (run / "config.json").is_file() else None
+    summary = _optional(run.read_summary) if (run / "summary.json").is_file() else None
 
-    # evaluate(write=True) has just drawn the confusion matrix there.
-    figures: dict[str, bytes] = {"confusion_matrix.png": (folder / "confusion_matrix.png").read_bytes()}
+    # Everything is drawn and the page built in memory first: a failure writes nothing.
+    figures: dict[str, bytes] = {CONFUSION: confusion_png(result.confusion)}
     if history:
         figures["training_curves.png"] = training_curves_png(history)
     pair_rows = _confused_pairs(result, test.images, pairs)
@@ -83,30 +91,20 @@ def write_report(
     figures["first_test_image.png"] = prediction_png(
         test.images[0], result.probs[0], int(result.labels[0]), first_title
     )
+    page = _page(folder, result, info, model, history, config, summary, figures, pair_rows, len(wrong))
+    atomic_write_json(folder / TEST_METRICS, result.to_dict())
     for name, png in figures.items():
         atomic_write_bytes(folder / name, png)
-
-    page = _page(folder, result, info, model, history, config, summary, figures, pair_rows, len(wrong))
     target = folder / REPORT_FILE
-    atomic_write_text(target, page)
+    atomic_write_text(target, page)  # last: a report.html exists only with every figure beside it
     return target
 
 
-def _read_optional(path: Path, reader) -> Any:
-    """A run written by an older fmnist (or a bare model file) may lack these files: the
-    report then says so in the section instead of failing."""
-    if not path.is_file():
-        return None
+def _optional(reader) -> Any:
     try:
-        return reader(path)
-    except (ValueError, KeyError, OSError):
+        return reader()
+    except FmnistError:
         return None
-
-
-def _metrics(path: Path) -> list[dict[str, float]]:
-    from .train import read_metrics
-
-    return read_metrics(path.parent)
 
 
 def _confused_pairs(result: EvalResult, images: np.ndarray, pairs: int, per_pair: int = 8):
@@ -170,6 +168,11 @@ pre { background: #f6f6f6; padding: .8rem; overflow: auto; font-size: 12px; }
 """
 
 
+def _seconds(x: Any) -> str:
+    """A duration from summary.json, or a dash when it is missing or not a number."""
+    return f"{x:.0f} s" if isinstance(x, (int, float)) and not isinstance(x, bool) and x == x else "–"
+
+
 def _e(x: Any) -> str:
     return html.escape(str(x))
 
@@ -203,16 +206,16 @@ def _page(folder, result, info, model, history, config, summary, figures, pair_r
     overview = _table(
         ["measure", "value"],
         [
-            ["model", _e(info.get("model"))],
+            ["model", _e(info.model)],
             ["test accuracy", f"{pct(result.accuracy)} ({d['test_images'] - d['errors']:,} / {d['test_images']:,})"],
             ["test loss", f"{result.loss:.4f}"],
             ["macro F1", f"{d['macro_f1']:.4f}"],
             ["expected calibration error", f"{result.ece:.4f}"],
-            ["validation accuracy (best epoch)", pct(info["val_accuracy"]) if info.get("val_accuracy") else "–"],
+            ["validation accuracy (best epoch)", pct(info.val_accuracy) if info.val_accuracy is not None else "–"],
             ["flip test-time augmentation", "yes" if result.tta else "no"],
             ["epochs run", _e(summary.get("epochs_run", "–")) if summary else "–"],
-            ["training time", f"{summary['train_seconds']:.0f} s" if summary and "train_seconds" in summary else "–"],
-            ["trained on", _e(f"{info.get('device', '?')}, {info.get('precision', '?')}")],
+            ["training time", _seconds(summary.get("train_seconds")) if summary else "–"],
+            ["trained on", _e(f"{info.device or '?'}, {info.precision or '?'}")],
         ],
         text_cols=(1,),
     )
@@ -339,7 +342,7 @@ def _page(folder, result, info, model, history, config, summary, figures, pair_r
         "<!DOCTYPE html>\n"
         f'<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, '
         f'initial-scale=1"><title>{_e(title)}</title><style>{CSS}</style></head><body>'
-        f"<h1>{_e(title)}</h1><p class=sub>{_e(info.get('model'))} model, test accuracy "
+        f"<h1>{_e(title)}</h1><p class=sub>{_e(info.model)} model, test accuracy "
         f"{pct(result.accuracy)}; written {when} from <code>{_e(folder)}</code></p>"
         f"{nav}{body}</body></html>\n"
     )

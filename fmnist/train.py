@@ -1,21 +1,27 @@
-"""Training: :class:`TrainConfig` and :func:`train`, the one entry point the CLI, tuning and
-ablation all wrap.
+"""Training: the engine (:class:`Trainer`) and :func:`train`, the one entry point the CLI,
+tuning and the ablation all use.
 
 The whole training split lives as one uint8 tensor on the device; each batch is sliced
 from it by a seeded permutation, converted to float and augmented there. Nothing leaves
-the device inside a step except the numbers the progress display asks for.
+the device inside a step except the numbers a progress display asks for.
+
+The engine's whole state (model, EMA, optimizer, scheduler, every random-number generator,
+epoch, step, history, best-so-far) is written to the run folder after every epoch and when
+the process is asked to stop (Ctrl-C, SIGTERM), so ``fmnist train --resume RUN`` continues a
+killed run and ends with the same model as an uninterrupted one. Under ``torchrun`` each
+process trains on its shard of every batch (DistributedDataParallel) and only rank 0 writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import csv
-import io
-import json
+import dataclasses
 import math
-import os
+import signal
+import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,112 +30,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import augment
-from .checkpoint import MODEL_FILE, atomic_write_json, atomic_write_text, save_model, versions
-from .data import CLASS_NAMES, load_split, validation_split
+from . import augment, distributed
+from .config import TrainConfig
+from .data import Split, load_split, validation_split
 from .errors import FmnistError
-from .models import build_model, count_params, flops_per_image
-
-RUN_FILES = ("config.json", "metrics.csv", MODEL_FILE, "summary.json")
-# Written later by evaluate / report / export; stale once the model is retrained.
-DERIVED_FILES = (
-    "test_metrics.json",
-    "confusion_matrix.png",
-    "model.onnx",
-    "model.int8.onnx",
-    "report.html",
-    "training_curves.png",
-    "confused_pairs.png",
-    "misclassified.png",
-    "reliability.png",
-    "first_test_image.png",
+from .files import LOCK_NAME
+from .inference import predict_logits, resolve_device, resolve_precision
+from .modelfile import MODEL_FILE, ModelInfo, save_model
+from .models import Normalize, build_model, count_params, flops_per_image
+from .optim import EMA, make_optimizer, make_scheduler
+from .runs import RESUME, RunFolder
+from .state import (
+    load_optimizer_state,
+    load_state,
+    optimizer_state,
+    prefixed,
+    save_state,
+    unprefixed,
 )
-
-
-@dataclass
-class TrainConfig:
-    """Every knob of a training run. Defaults reproduce the original notebook's recipe
-    (the `seed` CNN, Adam at 1e-3, batch 32, 5 epochs)."""
-
-    model: str = "seed"
-    model_args: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 5
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    optimizer: str = "adam"  # adam | adamw | sgd (Nesterov momentum)
-    momentum: float = 0.9
-    schedule: str = "constant"  # constant | onecycle | cosine
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    decay_norm_and_bias: bool = False  # weight decay on norms and biases too (usually harmful)
-    # augmentation, applied to whole batches on the device
-    flip: bool = False
-    translate: int = 0  # max shift in pixels (random crop of a zero-padded image)
-    erase: float = 0.0  # probability of random erasing per image
-    mixup: float = 0.0  # MixUp Beta(alpha, alpha); 0 = off
-    cutmix: float = 0.0  # CutMix Beta(alpha, alpha); 0 = off
-    # weights and evaluation
-    ema: float = 0.0  # decay of the exponential moving average of the weights; 0 = off
-    tta: bool = False  # average the logits of each image and its mirror image
-    early_stop: int = 0  # stop after this many epochs without a better val accuracy; 0 = off
-    # data
-    val_size: int = 5000
-    split_seed: int = 0
-    subset: int = 0  # train on only this many images (smoke runs); 0 = all
-    data_dir: str | None = None
-    verify: bool = True
-    # machinery
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: str = "auto"  # auto | fp32 | bf16
-    channels_last: bool = True
-    compile: bool = False
-    threads: int = 0  # torch CPU threads; 0 = PyTorch's default
-    eval_batch_size: int = 1000
-    out: str | None = None
-    overwrite: bool = False
-    preset: str | None = None
-
-    def validate(self) -> None:
-        from .models import available
-
-        if self.model not in available():
-            raise FmnistError(f"unknown model {self.model!r}; choose one of: {', '.join(available())}")
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if getattr(self, name) <= 0:
-                raise FmnistError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise FmnistError(f"--lr must be positive, got {self.lr}")
-        if self.weight_decay < 0:
-            raise FmnistError(f"--weight-decay must be >= 0, got {self.weight_decay}")
-        if self.optimizer not in ("adam", "adamw", "sgd"):
-            raise FmnistError(f"--optimizer must be adam, adamw or sgd, got {self.optimizer!r}")
-        if self.schedule not in ("constant", "onecycle", "cosine"):
-            raise FmnistError(f"--schedule must be constant, onecycle or cosine, got {self.schedule!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise FmnistError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
-        if not 0 <= self.label_smoothing < 1:
-            raise FmnistError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
-        if not 0 <= self.ema < 1:
-            raise FmnistError(f"--ema must be in [0, 1), got {self.ema}")
-        if not 0 <= self.erase <= 1:
-            raise FmnistError(f"--erase must be a probability in [0, 1], got {self.erase}")
-        if self.translate < 0 or self.mixup < 0 or self.cutmix < 0 or self.warmup_epochs < 0:
-            raise FmnistError("--translate, --mixup, --cutmix and --warmup-epochs must be >= 0")
-        if self.subset < 0 or self.val_size < 0:
-            raise FmnistError("--subset and --val-size must be >= 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise FmnistError(f"unknown config keys: {', '.join(sorted(unknown))}")
-        return cls(**d)
 
 
 @dataclass
@@ -141,384 +59,618 @@ class Run:
     history: list[dict[str, float]]
     best: dict[str, float]
     model: torch.nn.Module
-    info: dict[str, Any]
+    info: ModelInfo
     seconds: float
 
 
 class Callback:
-    """Hooks into :func:`train`; override what you need. ``state`` is a dict with at least
-    ``epoch``, ``epochs``, ``step``, ``steps`` and (when asked for) running loss/accuracy."""
+    """Hooks into training; override what you need. Called on rank 0 only."""
 
-    wants_running_stats = False  # ask train() to sync running loss/acc every few steps
+    wants_running_stats = False  # ask for the running loss/accuracy every few steps (a sync point)
 
-    def on_train_start(self, config: TrainConfig, info: dict[str, Any]) -> None: ...
+    def on_train_start(self, config: TrainConfig, info: ModelInfo, start_epoch: int) -> None: ...
     def on_epoch_start(self, epoch: int, steps: int) -> None: ...
     def on_step(self, state: dict[str, float]) -> None: ...
     def on_epoch_end(self, row: dict[str, float]) -> None: ...
     def on_train_end(self, run: Run) -> None: ...
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise FmnistError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise FmnistError("--device cuda asked for, but PyTorch sees no CUDA GPU; use --device cpu")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise FmnistError("--device mps asked for, but MPS is not available; use --device cpu")
-    return dev
+class Interrupted(Exception):
+    """Training stopped on request (SIGINT or SIGTERM) after saving its resume state."""
 
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether oneDNN has native bf16 kernels on this CPU (AVX-512 BF16 or AMX). Without
-    them bf16 autocast is emulated and slower than fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    if device.type == "cpu":
-        # Measured on an AVX-512-BF16/AMX CPU: about 2x faster per step (docs/benchmarks.md).
-        return torch.bfloat16 if cpu_has_fast_bf16() else None
-    return None
+    def __init__(self, folder: Path, epoch: int, step: int, steps: int):
+        self.folder, self.epoch, self.step, self.steps = folder, epoch, step, steps
+        super().__init__(
+            f"interrupted in epoch {epoch} after step {step} of {steps}; the state is saved. "
+            f"Continue with: fmnist train --resume {folder}"
+        )
 
 
 def default_out_dir(config: TrainConfig) -> Path:
     return Path("runs") / f"{config.model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def prepare_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse to mix two runs in one folder unless asked to replace the old one."""
-    if out.exists() and not out.is_dir():
-        raise FmnistError(f"{out} exists and is not a folder; choose another --out")
-    existing = [f for f in RUN_FILES if (out / f).exists()]
-    if existing and not overwrite:
-        raise FmnistError(
-            f"{out} already holds a run ({', '.join(existing)}); pass --overwrite or choose another --out"
+def normalization_of(model: torch.nn.Module) -> dict[str, Any]:
+    for m in model.modules():
+        if isinstance(m, Normalize):
+            return {"mean": m.mean, "std": m.std, "mode": m.mode}
+    return {}
+
+
+def _derived_seed(*parts: int) -> int:
+    """Independent seeds for independent streams (the batch order, each process's
+    augmentation), so they are never the same sequence."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> 1)
+
+
+class Trainer:
+    """One training run, step by step: :meth:`setup`, then per epoch :meth:`train_epoch`,
+    :meth:`validate` and :meth:`end_epoch` (which checkpoints), then :meth:`finish`.
+    :meth:`run` does all of it. ``resume``: continue the unfinished run in that folder."""
+
+    def __init__(
+        self,
+        config: TrainConfig | None = None,
+        callbacks: list[Callback] | tuple = (),
+        resume: str | Path | None = None,
+    ):
+        if resume is not None:
+            folder = RunFolder(resume)
+            stored = TrainConfig.from_mapping(folder.read_config(), str(folder / "config.json"))
+            config = dataclasses.replace(stored, out=str(folder.path))
+        if config is None:
+            raise ValueError("pass a config or a run folder to resume")
+        self.config = copy.deepcopy(config)
+        self.callbacks = list(callbacks)
+        self.resuming = resume is not None
+        self._stop: int | None = None
+        self._lock = None
+        self._ready = False
+
+    # --- setup ------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Check everything a user can get wrong, then claim the run folder and build the
+        model, optimizer and data on the device. Nothing on disk changes before the checks."""
+        cfg = self.config
+        cfg.validate()
+        self.world, device = distributed.join(cfg.device)
+        self.device = device or resolve_device(cfg.device)
+        try:
+            self._setup()
+        except BaseException:
+            self._release()
+            raise
+
+    def _setup(self) -> None:
+        cfg, world = self.config, self.world
+        if cfg.out is None:
+            cfg.out = world.share(str(default_out_dir(cfg)))  # one timestamp for every process
+        data = load_split("train", cfg.data_dir, verify=cfg.verify, progress=world.main)
+        train_idx, val_idx = self._split(data)
+        n = len(train_idx)
+        self.batch = min(cfg.batch_size, n)
+        if self.batch % world.size:
+            raise FmnistError(
+                f"--batch-size {self.batch} does not split evenly over {world.size} processes; "
+                f"use a multiple of {world.size}"
+            )
+        self.local_batch = self.batch // world.size
+        self.steps = n // self.batch  # drop the ragged last batch: BN dislikes tiny batches
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.folder = RunFolder(cfg.out)
+        # Rank 0 claims the folder; the others learn whether that worked.
+        problem = None
+        if world.main:
+            try:
+                self._claim()
+            except FmnistError as e:
+                problem = str(e)
+        problem = world.share(problem)
+        if problem:
+            raise FmnistError(problem)
+
+        dev = self.device
+        if dev.type == "cuda":
+            # Fixed input shapes: let cuDNN pick the fastest convolution algorithms once.
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.amp = resolve_precision(cfg.precision, dev)
+        self.mem = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.x_train, self.y_train = _to_device(data, train_idx, dev)
+        # Each process validates its own contiguous shard; the counts are summed, so the
+        # figure is exact over the whole split with no padded duplicates.
+        lo, hi = (len(val_idx) * world.rank) // world.size, (len(val_idx) * (world.rank + 1)) // world.size
+        self.x_val, self.y_val = _to_device(data, val_idx[lo:hi], dev)
+        self.n_val = len(val_idx)
+
+        torch.manual_seed(_derived_seed(cfg.seed, 1, world.rank))  # dropout and anything else global
+        self.perm_gen = torch.Generator(device=dev).manual_seed(_derived_seed(cfg.seed, 2))
+        self.aug_gen = torch.Generator(device=dev).manual_seed(_derived_seed(cfg.seed, 3, world.rank))
+        self.np_rng = np.random.default_rng(_derived_seed(cfg.seed, 4, world.rank))
+
+        self.model = build_model(cfg.model, **cfg.model_args).to(dev, memory_format=self.mem)
+        self.info = ModelInfo(
+            model=cfg.model,
+            model_args=cfg.model_args,
+            normalization=normalization_of(self.model),
+            params=count_params(self.model),
+            flops_per_image=flops_per_image(self.model),
+            tta=cfg.tta,
+            preset=cfg.preset,
+            train_images=n,
+            val_images=self.n_val,
+            device=str(dev),
+            precision=str(self.amp).replace("torch.", "") if self.amp else "fp32",
         )
-    if existing:
-        for f in (*RUN_FILES, *DERIVED_FILES):
-            (out / f).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+        self.optimizer = make_optimizer(cfg, self.model)
+        self.scheduler = make_scheduler(cfg, self.optimizer, self.steps)
+        self.ema = EMA(self.model, cfg.ema) if cfg.ema > 0 else None
+        self.net: torch.nn.Module = self.model
+        if world.distributed:
+            # BN statistics stay per process (SyncBatchNorm has no CPU kernels); rank 0's
+            # running statistics are broadcast each step and are the ones saved.
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[dev.index] if dev.type == "cuda" else None
+            )
+        if cfg.compile:
+            self.net = torch.compile(self.net)
+
+        self.epoch, self.step = 1, 0
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, float] = {}
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.stale = 0
+        self.elapsed = 0.0  # training + validation seconds, over every session of this run
+        self.perm: torch.Tensor | None = None
+        self.loss_sum = torch.zeros((), device=dev)
+        self.correct = torch.zeros((), device=dev, dtype=torch.long)
+        self.epoch_seconds = 0.0
+        if self.resuming:
+            self.load_resume_state()
+        else:
+            if world.main:
+                resolved = {k: getattr(self.info, k) for k in ("device", "precision", "params", "flops_per_image")}
+                self.folder.write_config({**cfg.to_dict(), "resolved": {**resolved, "processes": world.size}})
+            self.save_resume_state()  # so a run killed in its first epoch can be resumed too
+        self._ready = True
+
+    def _split(self, data: Split) -> tuple[np.ndarray, np.ndarray]:
+        cfg = self.config
+        if cfg.val_size >= len(data):
+            raise FmnistError(f"--val-size {cfg.val_size} leaves no training images out of {len(data):,}")
+        train_idx, val_idx = validation_split(data.labels, cfg.val_size, cfg.split_seed)
+        if cfg.subset:
+            # A seeded, class-balanced-in-expectation subset for smoke runs.
+            train_idx = np.sort(np.random.default_rng(cfg.split_seed).permutation(train_idx)[: cfg.subset])
+        if len(train_idx) < self.world.size:
+            raise FmnistError(f"{len(train_idx)} training images cannot be shared by {self.world.size} processes")
+        return train_idx, val_idx
+
+    def _claim(self) -> None:
+        """Lock the run folder and make sure it may be written: never mix two runs, never
+        remove files fmnist did not write, and with --overwrite remove only after every check."""
+        cfg, folder = self.config, self.folder
+        created = not folder.path.exists()
+        had_lock_file = (folder / LOCK_NAME).exists()
+        try:
+            if folder.path.exists() and not folder.path.is_dir():
+                raise FmnistError(f"{folder.path} exists and is not a folder; choose another --out")
+            self._lock = folder.lock().acquire()
+            status = folder.status
+            if self.resuming:
+                self._check_resumable(status)
+                return
+            if status == "foreign":
+                raise FmnistError(
+                    f"{folder.path} holds files fmnist did not write (config.json, model or metrics); "
+                    "choose another --out (--overwrite never removes them)"
+                )
+            if status in ("unfinished", "finished"):
+                if not cfg.overwrite:
+                    raise FmnistError(
+                        f"{folder.path} already holds {'an unfinished' if status == 'unfinished' else 'a'} run; "
+                        "pass --overwrite to replace it, "
+                        + (f"--resume {folder.path} to continue it, " if status == "unfinished" else "")
+                        + "or choose another --out"
+                    )
+                folder.clear()
+            folder.write_config({**cfg.to_dict(), "resolved": {}})
+        except BaseException:
+            # Leave the folder as it was: no lock file, and no folder if it was ours.
+            if self._lock is not None and not had_lock_file:
+                (folder / LOCK_NAME).unlink(missing_ok=True)
+            self._release()
+            if created:
+                with contextlib.suppress(OSError):
+                    folder.path.rmdir()
+            raise
+
+    def _check_resumable(self, status: str) -> None:
+        path = self.folder.path
+        if status == "finished":
+            raise FmnistError(f"{path} is a finished run (summary.json is written); there is nothing to resume")
+        if status != "unfinished":
+            raise FmnistError(f"{path} holds no fmnist run to resume")
+        if not (self.folder / RESUME).is_file():
+            raise FmnistError(f"{path} has no resume state ({RESUME}); retrain with --overwrite")
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    # --- one epoch ----------------------------------------------------------------------------
+
+    def train_epoch(self) -> dict[str, float]:
+        """Train from the current step to the end of the epoch; returns the epoch's training
+        loss and accuracy. Raises :class:`Interrupted` (after saving) on a stop request."""
+        cfg, dev = self.config, self.device
+        if self.step == 0:
+            self.perm = torch.randperm(len(self.y_train), generator=self.perm_gen, device=dev)
+            self.loss_sum.zero_()
+            self.correct.zero_()
+            self.epoch_seconds = 0.0
+        self.model.train()
+        self._emit("on_epoch_start", self.epoch, self.steps)
+        running = self.world.main and any(cb.wants_running_stats for cb in self.callbacks)
+        t0 = time.perf_counter()
+        offset = self.world.rank * self.local_batch
+        for step in range(self.step, self.steps):
+            start = step * self.batch + offset
+            self._step(self.perm[start : start + self.local_batch])
+            self.step = step + 1
+            # note: .item() is a host/device sync point; only done when a display asks for it
+            if running and (self.step % 20 == 0 or self.step == self.steps):
+                n = self.step * self.local_batch
+                self._emit(
+                    "on_step",
+                    {
+                        "epoch": self.epoch,
+                        "epochs": cfg.epochs,
+                        "step": self.step,
+                        "steps": self.steps,
+                        "loss": self.loss_sum.item() / self.step,
+                        "accuracy": self.correct.item() / n,
+                    },
+                )
+            if self.world.any(self._stop is not None, dev) and self.step < self.steps:
+                self.epoch_seconds += time.perf_counter() - t0
+                self.elapsed += time.perf_counter() - t0
+                self.save_resume_state()
+                raise Interrupted(self.folder.path, self.epoch, self.step, self.steps)
+        dt = time.perf_counter() - t0
+        self.epoch_seconds += dt
+        self.elapsed += dt
+        loss_sum, correct = self.world.sum([self.loss_sum.item(), float(self.correct.item())], dev)
+        train_loss = loss_sum / (self.steps * self.world.size)
+        if not math.isfinite(train_loss):
+            raise FmnistError(
+                f"the training loss became {train_loss} in epoch {self.epoch}: training diverged, most likely "
+                f"because the learning rate ({cfg.lr}) is too high for this recipe; lower --lr and retrain. "
+                + (
+                    f"The last good model (epoch {self.best['epoch']}) is kept in {self.folder.path}"
+                    if self.best
+                    else "No epoch finished, so no model was saved"
+                )
+            )
+        return {"train_loss": train_loss, "train_accuracy": correct / (self.steps * self.batch)}
+
+    def _step(self, idx: torch.Tensor) -> None:
+        cfg, gen = self.config, self.aug_gen
+        x = self.x_train[idx].float()
+        y = self.y_train[idx]
+        if cfg.translate:
+            x = augment.translate(x, gen, cfg.translate)
+        if cfg.flip:
+            x = augment.flip(x, gen)
+        if cfg.erase:
+            x = augment.erase(x, gen, cfg.erase)
+        x, ya, yb, lam = augment.mix(x, y, self.np_rng, gen, cfg.mixup, cfg.cutmix)
+        x = x.contiguous(memory_format=self.mem)
+        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+            logits = self.net(x)
+            loss = F.cross_entropy(logits, ya, label_smoothing=cfg.label_smoothing)
+            if lam < 1.0:
+                loss = lam * loss + (1 - lam) * F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update()
+        self.loss_sum += loss.detach().float()
+        self.correct += (logits.detach().argmax(1) == y).sum()
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """What is validated and saved: the EMA weights when there are some."""
+        return self.ema.model if self.ema is not None else self.model
+
+    def validate(self) -> tuple[float, float]:
+        """Loss and accuracy on the validation split, exact over all processes."""
+        if not self.n_val:
+            return float("nan"), float("nan")
+        model = self.eval_model
+        # Each process's BN running statistics differ after its last step; use rank 0's.
+        self.world.broadcast(list(model.buffers()))
+        t0 = time.perf_counter()
+        logits = predict_logits(
+            model, self.x_val, self.config.eval_batch_size, self.config.tta, self.amp, self.config.channels_last
+        )
+        loss = F.cross_entropy(logits, self.y_val, reduction="sum").item() if len(self.y_val) else 0.0
+        correct = float((logits.argmax(1) == self.y_val).sum().item())
+        loss, correct = self.world.sum([loss, correct], self.device)
+        self.elapsed += time.perf_counter() - t0
+        return loss / self.n_val, correct / self.n_val
+
+    def end_epoch(self, row: dict[str, float]) -> None:
+        """Record the epoch, keep the best model, write the files and the resume state."""
+        self.history.append(row)
+        no_val = not self.n_val
+        improved = not self.best or no_val or row["val_accuracy"] > self.best["val_accuracy"]
+        if improved:
+            self.best = dict(row)
+            self.best_state = {k: v.detach().clone() for k, v in self.eval_model.state_dict().items()}
+            self.stale = 0
+        else:
+            self.stale += 1
+        self.epoch += 1
+        self.step = 0
+        if self.world.main:
+            self.folder.write_metrics(self.history)
+            if improved:
+                self.save_model()
+        if self.config.save_every and (row["epoch"] % self.config.save_every == 0 or self.done):
+            self.save_resume_state()
+        self._emit("on_epoch_end", row)
+
+    def save_model(self) -> None:
+        """The best weights so far (the current eval model: called right after it improved)."""
+        info = dataclasses.replace(
+            self.info,
+            epoch=int(self.best["epoch"]),
+            val_accuracy=self.best["val_accuracy"],
+            val_loss=self.best["val_loss"],
+        )
+        save_model(self.folder / MODEL_FILE, self.eval_model, info)
+
+    @property
+    def done(self) -> bool:
+        cfg = self.config
+        stopped = cfg.early_stop and self.stale >= cfg.early_stop
+        return self.epoch > cfg.epochs or bool(stopped)
+
+    # --- the whole run --------------------------------------------------------------------------
+
+    def run(self) -> Run:
+        if not self._ready:
+            self.setup()
+        try:
+            with self._signals():
+                self._emit("on_train_start", self.config, self.info, self.epoch)
+                while not self.done:
+                    row: dict[str, Any] = {"epoch": self.epoch, **self.train_epoch()}
+                    train_seconds = self.epoch_seconds
+                    t0 = time.perf_counter()
+                    row["val_loss"], row["val_accuracy"] = self.validate()
+                    row["lr"] = self.optimizer.param_groups[0]["lr"]
+                    row["train_seconds"] = train_seconds
+                    row["seconds"] = train_seconds + time.perf_counter() - t0
+                    row["elapsed"] = self.elapsed
+                    self.end_epoch(row)
+                    if not self.done and self.world.any(self._stop is not None, self.device):
+                        if not self.config.save_every or (row["epoch"] % self.config.save_every):
+                            self.save_resume_state()
+                        raise Interrupted(self.folder.path, self.epoch, 0, self.steps)
+                return self.finish()
+        finally:
+            self._release()
+            self.world.close()
+
+    def finish(self) -> Run:
+        cfg = self.config
+        final = build_model(cfg.model, **cfg.model_args).to(self.device)
+        final.load_state_dict(self.best_state)
+        final.eval()
+        info = dataclasses.replace(
+            self.info,
+            epoch=int(self.best["epoch"]),
+            val_accuracy=self.best["val_accuracy"],
+            val_loss=self.best["val_loss"],
+        )
+        summary = {
+            "model": cfg.model,
+            "preset": cfg.preset,
+            "best_epoch": self.best["epoch"],
+            "val_accuracy": self.best["val_accuracy"],
+            "val_loss": self.best["val_loss"],
+            "epochs_run": len(self.history),
+            "train_seconds": self.elapsed,
+            "params": self.info.params,
+            "flops_per_image": self.info.flops_per_image,
+            "device": self.info.device,
+            "precision": self.info.precision,
+            "threads": torch.get_num_threads(),
+            "processes": self.world.size,
+            "finished": datetime.now().isoformat(timespec="seconds"),
+            "versions": self.info.versions,
+        }
+        if self.world.main:
+            self.folder.write_summary(summary)
+            # The summary marks the run finished; the resume state has served its purpose.
+            (self.folder / RESUME).unlink(missing_ok=True)
+        run = Run(self.folder.path, cfg, self.history, self.best, final, info, self.elapsed)
+        self._emit("on_train_end", run)
+        return run
+
+    # --- resume state -------------------------------------------------------------------------
+
+    def save_resume_state(self) -> None:
+        """Everything needed to continue exactly here. Collective under torchrun (every
+        process contributes its random-number generators); rank 0 writes."""
+        rng = {
+            "torch": torch.get_rng_state(),
+            "aug": self.aug_gen.get_state(),
+            "numpy": self.np_rng.bit_generator.state,
+        }
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        gathered = self.world.gather({k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in rng.items()})
+        if not self.world.main:
+            return
+        tensors = prefixed("model", self.model.state_dict())
+        if self.ema is not None:
+            tensors.update(prefixed("ema", self.ema.model.state_dict()))
+        if self.best_state is not None:
+            tensors.update(prefixed("best", self.best_state))
+        opt_tensors, opt_meta = optimizer_state(self.optimizer)
+        tensors.update(opt_tensors)
+        tensors["rng.perm"] = self.perm_gen.get_state()
+        for r, states in enumerate(gathered):
+            tensors[f"rng.torch.{r}"] = torch.tensor(states["torch"], dtype=torch.uint8)
+            tensors[f"rng.aug.{r}"] = torch.tensor(states["aug"], dtype=torch.uint8)
+            if "cuda" in states:
+                tensors[f"rng.cuda.{r}"] = torch.tensor(states["cuda"], dtype=torch.uint8)
+        if self.step:
+            tensors["perm"] = self.perm
+        meta = {
+            "config": self.config.to_dict(),
+            "world_size": self.world.size,
+            "epoch": self.epoch,
+            "step": self.step,
+            "history": self.history,
+            "best": self.best,
+            "stale": self.stale,
+            "elapsed": self.elapsed,
+            "epoch_seconds": self.epoch_seconds,
+            "loss_sum": self.loss_sum.item(),
+            "correct": int(self.correct.item()),
+            "ema_updates": self.ema.updates if self.ema is not None else 0,
+            "scheduler": self.scheduler.state_dict(),
+            "optimizer": opt_meta,
+            "numpy": [s["numpy"] for s in gathered],
+        }
+        save_state(self.folder / RESUME, tensors, meta)
+
+    def load_resume_state(self) -> None:
+        """Restore :meth:`save_resume_state`'s state. Only rank 0 reads the file (on several
+        machines only its folder has one); it sends the others what they need."""
+        path = self.folder / RESUME
+        tensors: dict[str, torch.Tensor] = {}
+        meta: dict[str, Any] | None = None
+        if self.world.main:
+            try:
+                tensors, meta = load_state(path)
+            except FmnistError as e:
+                meta = {"error": str(e)}
+        meta = self.world.share(meta)
+        if "error" in meta:
+            raise FmnistError(meta["error"])
+        self._check_state(path, meta)
+        tensors = self._share_tensors(tensors)
+        self.model.load_state_dict(unprefixed("model", tensors))
+        if self.ema is not None:
+            self.ema.model.load_state_dict(unprefixed("ema", tensors))
+            self.ema.updates = meta["ema_updates"]
+        best = unprefixed("best", tensors)
+        self.best_state = {k: v.to(self.device) for k, v in best.items()} or None
+        load_optimizer_state(self.optimizer, tensors, meta["optimizer"])
+        self.scheduler.load_state_dict(meta["scheduler"])
+        r = self.world.rank
+        self.perm_gen.set_state(tensors["rng.perm"])
+        self.aug_gen.set_state(tensors[f"rng.aug.{r}"])
+        torch.set_rng_state(tensors[f"rng.torch.{r}"])
+        if self.device.type == "cuda" and f"rng.cuda.{r}" in tensors:
+            torch.cuda.set_rng_state(tensors[f"rng.cuda.{r}"], self.device)
+        self.np_rng.bit_generator.state = meta["numpy"][r]
+        self.epoch, self.step = meta["epoch"], meta["step"]
+        self.history, self.best, self.stale = meta["history"], meta["best"], meta["stale"]
+        self.elapsed, self.epoch_seconds = meta["elapsed"], meta["epoch_seconds"]
+        self.loss_sum.fill_(meta["loss_sum"])
+        self.correct.fill_(meta["correct"])
+        self.perm = tensors["perm"].to(self.device) if self.step else None
+
+    def _share_tensors(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Rank 0's ``tensors`` on every process (CPU copies)."""
+        if not self.world.distributed:
+            return tensors
+        specs = self.world.share(
+            {k: (list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in tensors.items()}
+            if self.world.main
+            else None
+        )
+        names = sorted(specs)
+        # NCCL sends only GPU tensors; gloo sends CPU ones.
+        on_device = {
+            k: (tensors[k] if self.world.main else torch.empty(specs[k][0], dtype=getattr(torch, specs[k][1]))).to(
+                self.device
+            )
+            for k in names
+        }
+        self.world.broadcast([on_device[k] for k in names])
+        return {k: v.cpu() for k, v in on_device.items()}
+
+    def _check_state(self, path: Path, meta: dict[str, Any]) -> None:
+        def comparable(d: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in d.items() if k not in ("out", "overwrite")}
+
+        if comparable(meta["config"]) != comparable(self.config.to_dict()):
+            changed = sorted(
+                k for k in comparable(meta["config"]) if meta["config"].get(k) != getattr(self.config, k, None)
+            )
+            raise FmnistError(
+                f"{path} belongs to other settings than {self.folder / 'config.json'} "
+                f"({', '.join(changed) or 'unknown keys'} differ); restore config.json or retrain"
+            )
+        if meta["world_size"] != self.world.size:
+            raise FmnistError(
+                f"{path} was written by {meta['world_size']} process(es); resume it with the same number "
+                f"(torchrun --nproc-per-node), not {self.world.size}"
+            )
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    def _emit(self, hook: str, *args) -> None:
+        if self.world.main:
+            for cb in self.callbacks:
+                getattr(cb, hook)(*args)
+
+    @contextlib.contextmanager
+    def _signals(self):
+        """Ctrl-C and SIGTERM finish the current step, save and stop; a second Ctrl-C stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum, frame):
+            # Under torchrun the launcher passes the signal on too: only a lone process
+            # takes a second Ctrl-C as "stop at once".
+            if self._stop is not None and signum == signal.SIGINT and not self.world.distributed:
+                raise KeyboardInterrupt
+            self._stop = signum
+
+        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float, decay_all: bool) -> list[dict]:
-    """Weight decay on conv/dense weights only: decaying norms and biases only shrinks the
-    model's ability to scale features and costs accuracy."""
-    if decay_all or weight_decay == 0:
-        return [{"params": list(model.parameters()), "weight_decay": weight_decay}]
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (decay if p.ndim > 1 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    groups = param_groups(model, config.weight_decay, config.decay_norm_and_bias)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr)
-    # Keras-style Adam: L2 penalty added to the gradient.
-    return torch.optim.Adam(groups, lr=config.lr)
-
-
-def lr_factor(config: TrainConfig, step: int, total: int, steps_per_epoch: int) -> float:
-    """Learning-rate multiplier at ``step`` of ``total``: linear warm-up, then the schedule."""
-    warm = int(config.warmup_epochs * steps_per_epoch)
-    if config.schedule == "onecycle":
-        # Triangle: up over the warm-up (default 25% of training), then linearly down to 0.
-        warm = warm or max(1, int(0.25 * total))
-        if step < warm:
-            return (step + 1) / warm
-        return max(0.0, (total - step) / max(1, total - warm))
-    if step < warm:
-        return (step + 1) / warm
-    if config.schedule == "cosine":
-        t = (step - warm) / max(1, total - warm)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-    return 1.0
-
-
-class EMA:
-    """Exponential moving average of the weights (buffers such as BN statistics copied).
-    The decay ramps up from 0 so early, random weights are forgotten quickly."""
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay = decay
-        self.model = copy.deepcopy(model).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        self.updates = 0
-        self._src = [p for p in model.parameters()]
-        self._dst = [p for p in self.model.parameters()]
-        self._src_buf = [b for b in model.buffers()]
-        self._dst_buf = [b for b in self.model.buffers()]
-
-    @torch.no_grad()
-    def update(self) -> None:
-        self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        torch._foreach_lerp_(self._dst, self._src, 1.0 - d)
-        for dst, src in zip(self._dst_buf, self._src_buf):
-            dst.copy_(src)
-
-
-@torch.no_grad()
-def predict_logits(
-    model: torch.nn.Module,
-    images: torch.Tensor,
-    batch_size: int = 1000,
-    tta: bool = False,
-    autocast_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-) -> torch.Tensor:
-    """Float32 logits for uint8 or float images of shape (N, 1, 28, 28), in eval mode.
-    With ``tta`` each image's logits are the mean of its own and its mirror image's."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = images[i : i + batch_size].to(device, non_blocking=True).float()
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            logits = model(x).float()
-            if tta:
-                logits = 0.5 * (logits + model(x.flip(3)).float())
-        out.append(logits)
-    return torch.cat(out) if out else torch.empty(0, 10, device=device)
-
-
-def _tensor_split(images: np.ndarray, labels: np.ndarray, idx: np.ndarray, device: torch.device):
-    x = torch.from_numpy(np.ascontiguousarray(images[idx])).unsqueeze(1).to(device)
-    y = torch.from_numpy(labels[idx]).to(device)
+def _to_device(data: Split, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.from_numpy(np.ascontiguousarray(data.images[idx])).unsqueeze(1).to(device)
+    y = torch.from_numpy(data.labels[idx]).to(device)
     return x, y
 
 
 def train(config: TrainConfig, callbacks: list[Callback] | tuple = ()) -> Run:
     """Train a model as ``config`` says, write the run folder, return the :class:`Run`."""
-    config = copy.deepcopy(config)
-    config.validate()
-    device = resolve_device(config.device)
-    out = Path(config.out) if config.out else default_out_dir(config)
-    config.out = str(out)
-    # Load and check everything a user can get wrong before the run folder is touched.
-    data = load_split("train", config.data_dir, verify=config.verify)
-    if config.val_size >= len(data):
-        raise FmnistError(f"--val-size {config.val_size} leaves no training images out of {len(data)}")
-    prepare_out_dir(out, config.overwrite)
-
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    if device.type == "cuda":
-        # Fixed input shapes: let cuDNN pick the fastest convolution algorithms once.
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    torch.manual_seed(config.seed)
-    np_rng = np.random.default_rng(config.seed)
-    gen = torch.Generator(device=device).manual_seed(config.seed)
-    amp = resolve_precision(config.precision, device)
-    mem = torch.channels_last if config.channels_last else torch.contiguous_format
-
-    train_idx, val_idx = validation_split(data.labels, config.val_size, config.split_seed)
-    if config.subset:
-        # A seeded, class-balanced-in-expectation subset for smoke runs.
-        train_idx = np.sort(np.random.default_rng(config.split_seed).permutation(train_idx)[: config.subset])
-    x_train, y_train = _tensor_split(data.images, data.labels, train_idx, device)
-    x_val, y_val = _tensor_split(data.images, data.labels, val_idx, device)
-    n = len(y_train)
-    batch = min(config.batch_size, n)
-    steps_per_epoch = n // batch  # drop the ragged last batch: BN dislikes tiny batches
-    total_steps = steps_per_epoch * config.epochs
-
-    model = build_model(config.model, **config.model_args).to(device, memory_format=mem)
-    info: dict[str, Any] = {
-        "model": config.model,
-        "model_args": config.model_args,
-        "normalization": _normalization(model),
-        "class_names": list(CLASS_NAMES),
-        "input": "1x28x28 grayscale, pixel values 0-255, light garment on black",
-        "params": count_params(model),
-        "flops_per_image": flops_per_image(model),
-        "tta": config.tta,
-        "versions": versions(),
-        "device": str(device),
-        "precision": str(amp).replace("torch.", "") if amp else "fp32",
-        "train_images": n,
-        "val_images": len(val_idx),
-    }
-    atomic_write_json(
-        out / "config.json",
-        {**config.to_dict(), "resolved": {k: info[k] for k in ("device", "precision", "params", "flops_per_image")}},
-    )
-    opt = make_optimizer(config, model)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(config, s, total_steps, steps_per_epoch))
-    ema = EMA(model, config.ema) if config.ema > 0 else None
-    step_fn = model
-    if config.compile:
-        step_fn = torch.compile(model)
-
-    for cb in callbacks:
-        cb.on_train_start(config, info)
-    running = any(cb.wants_running_stats for cb in callbacks)
-    history: list[dict[str, float]] = []
-    best: dict[str, float] = {}
-    best_state = None
-    started = time.perf_counter()
-    stale = 0
-    for epoch in range(1, config.epochs + 1):
-        t0 = time.perf_counter()
-        model.train()
-        for cb in callbacks:
-            cb.on_epoch_start(epoch, steps_per_epoch)
-        perm = torch.randperm(n, generator=gen, device=device)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        for step in range(steps_per_epoch):
-            idx = perm[step * batch : (step + 1) * batch]
-            x = x_train[idx].float()
-            y = y_train[idx]
-            if config.translate:
-                x = augment.translate(x, gen, config.translate)
-            if config.flip:
-                x = augment.flip(x, gen)
-            if config.erase:
-                x = augment.erase(x, gen, config.erase)
-            x, ya, yb, lam = augment.mix(x, y, np_rng, gen, config.mixup, config.cutmix)
-            x = x.contiguous(memory_format=mem)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                logits = step_fn(x)
-                loss = F.cross_entropy(logits, ya, label_smoothing=config.label_smoothing)
-                if lam < 1.0:
-                    loss = lam * loss + (1 - lam) * F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if ema is not None:
-                ema.update()
-            loss_sum += loss.detach().float()
-            correct += (logits.detach().argmax(1) == y).sum()
-            # note: .item() is a host/device sync point; only done when a display asks for it
-            if running and (step % 20 == 19 or step == steps_per_epoch - 1):
-                state = {
-                    "epoch": epoch,
-                    "epochs": config.epochs,
-                    "step": step + 1,
-                    "steps": steps_per_epoch,
-                    "loss": loss_sum.item() / (step + 1),
-                    "accuracy": correct.item() / ((step + 1) * batch),
-                }
-                for cb in callbacks:
-                    cb.on_step(state)
-        train_seconds = time.perf_counter() - t0
-        eval_model = ema.model if ema is not None else model
-        val_logits = predict_logits(eval_model, x_val, config.eval_batch_size, config.tta, amp, config.channels_last)
-        row = {
-            "epoch": epoch,
-            "train_loss": loss_sum.item() / steps_per_epoch,
-            "train_accuracy": correct.item() / (steps_per_epoch * batch),
-            "val_loss": F.cross_entropy(val_logits, y_val).item() if len(y_val) else float("nan"),
-            "val_accuracy": (val_logits.argmax(1) == y_val).float().mean().item() if len(y_val) else float("nan"),
-            "lr": opt.param_groups[0]["lr"],
-            "train_seconds": train_seconds,
-            "seconds": time.perf_counter() - t0,
-            "elapsed": time.perf_counter() - started,
-        }
-        history.append(row)
-        _write_metrics(out / "metrics.csv", history)
-        improved = not best or row["val_accuracy"] > best["val_accuracy"] or not len(y_val)
-        if improved:
-            best = dict(row)
-            best_state = {k: v.detach().clone() for k, v in eval_model.state_dict().items()}
-            save_model(
-                out / MODEL_FILE,
-                eval_model,
-                {**info, "epoch": epoch, "val_accuracy": row["val_accuracy"], "val_loss": row["val_loss"]},
-            )
-            stale = 0
-        else:
-            stale += 1
-        for cb in callbacks:
-            cb.on_epoch_end(row)
-        if config.early_stop and stale >= config.early_stop:
-            break
-
-    seconds = time.perf_counter() - started
-    final = build_model(config.model, **config.model_args).to(device)
-    final.load_state_dict(best_state)
-    final.eval()
-    summary = {
-        "model": config.model,
-        "preset": config.preset,
-        "best_epoch": best["epoch"],
-        "val_accuracy": best["val_accuracy"],
-        "val_loss": best["val_loss"],
-        "epochs_run": len(history),
-        "train_seconds": seconds,
-        "params": info["params"],
-        "flops_per_image": info["flops_per_image"],
-        "device": info["device"],
-        "precision": info["precision"],
-        "threads": torch.get_num_threads(),
-        "finished": datetime.now().isoformat(timespec="seconds"),
-        "versions": info["versions"],
-    }
-    atomic_write_json(out / "summary.json", summary)
-    run = Run(
-        out,
-        config,
-        history,
-        best,
-        final,
-        {**info, "epoch": best["epoch"], "val_accuracy": best["val_accuracy"]},
-        seconds,
-    )
-    for cb in callbacks:
-        cb.on_train_end(run)
-    return run
+    return Trainer(config, callbacks).run()
 
 
-def _normalization(model: torch.nn.Module) -> dict[str, float | None]:
-    from .models import Normalize
-
-    for m in model.modules():
-        if isinstance(m, Normalize):
-            return {"mean": m.mean, "std": m.std}
-    return {"mean": None, "std": None}
-
-
-def _write_metrics(path: Path, history: list[dict[str, float]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(history[0]))
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write_text(path, buf.getvalue())
-
-
-def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, float]]:
-    with open(Path(run_dir) / "metrics.csv", newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / "config.json").read_text())
+def resume(run_dir: str | Path, callbacks: list[Callback] | tuple = ()) -> Run:
+    """Continue the unfinished run in ``run_dir`` where its resume state stopped."""
+    return Trainer(None, callbacks, resume=run_dir).run()

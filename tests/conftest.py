@@ -34,22 +34,35 @@ def _isolated(monkeypatch, tmp_path_factory):
     monkeypatch.delenv("FMNIST_DATA_DIR", raising=False)
 
 
-def synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Tiny learnable images: class c is a bright bar at a class-specific position."""
+def synthetic(n: int, seed: int = 0, noisy: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Tiny learnable images: class c is a bright bar at a class-specific position.
+
+    ``noisy``: a harder set, where a bar's brightness and length vary, the background is
+    noisier and 10% of the labels are wrong, so accuracy stays below 100% and two training
+    runs can be told apart by it."""
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % 10
     rng.shuffle(labels)
-    images = rng.integers(0, 40, size=(n, 28, 28), dtype=np.uint8)
+    images = rng.integers(0, 90 if noisy else 40, size=(n, 28, 28), dtype=np.uint8)
     for i, c in enumerate(labels):
-        images[i, 2 + 2 * c : 4 + 2 * c, 4:24] = 230
+        if noisy:
+            start, length = rng.integers(2, 12), rng.integers(6, 16)
+            images[i, 2 + 2 * c : 4 + 2 * c, start : start + length] = rng.integers(100, 200)
+        else:
+            images[i, 2 + 2 * c : 4 + 2 * c, 4:24] = 230
+    if noisy:
+        wrong = rng.random(n) < 0.1
+        labels[wrong] = rng.integers(0, 10, wrong.sum())
     return images, labels.astype(np.uint8)
 
 
-def write_dataset(folder: Path, n_train: int = 400, n_test: int = 100, compress: bool = True) -> Path:
+def write_dataset(
+    folder: Path, n_train: int = 400, n_test: int = 100, compress: bool = True, noisy: bool = False
+) -> Path:
     """A Fashion-MNIST-shaped folder of tiny synthetic IDX files (fails checksum checks by design)."""
     folder.mkdir(parents=True, exist_ok=True)
-    tr, trl = synthetic(n_train, 0)
-    te, tel = synthetic(n_test, 1)
+    tr, trl = synthetic(n_train, 0, noisy)
+    te, tel = synthetic(n_test, 1, noisy)
     for key, arr in (("train-images", tr), ("train-labels", trl), ("t10k-images", te), ("t10k-labels", tel)):
         name = fdata.FILES[key].name
         raw = encode_idx(arr)
@@ -66,12 +79,39 @@ def tiny_dir(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> Path:
+    """A session-wide synthetic data set: 2,000 training and 500 test images, noisy."""
+    return write_dataset(tmp_path_factory.mktemp("synthetic") / "data", 2000, 500, noisy=True)
+
+
+def synthetic_config(data_dir: Path, out: Path, **overrides):
+    """A fast training configuration on the synthetic data (200 images held out)."""
+    from fmnist.config import TrainConfig
+
+    values = dict(
+        model="seed", epochs=2, batch_size=64, val_size=200, data_dir=str(data_dir), verify=False, out=str(out)
+    )
+    return TrainConfig(**{**values, **overrides})
+
+
+@pytest.fixture(scope="session")
+def synthetic_run(synthetic_dir, tmp_path_factory) -> Path:
+    """A finished two-epoch run of the seed CNN on the synthetic data (shared: copy before changing it)."""
+    from fmnist.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "synthetic"
+    train(synthetic_config(synthetic_dir, out))
+    return out
+
+
+@pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
     """One short epoch of the seed CNN on 2,048 real training images: a complete run folder
     that tests of evaluation, prediction, reports and export can share."""
     if not real_data_available():
         pytest.skip("real data missing")
-    from fmnist.train import TrainConfig, train
+    from fmnist.config import TrainConfig
+    from fmnist.train import train
 
     out = tmp_path_factory.mktemp("runs") / "smoke"
     mp = pytest.MonkeyPatch()

@@ -5,6 +5,7 @@ import pytest
 from conftest import needs_real_data, write_dataset
 
 from fmnist import data as fdata
+from fmnist import spec as fspec
 from fmnist.errors import ChecksumError, DataNotFoundError, IdxError
 from fmnist.idx import encode_idx
 
@@ -68,7 +69,7 @@ def test_download_goes_through_a_verified_temporary_file(tmp_path, sources, monk
     for key, spec in fdata.FILES.items():
         blob = (mirror / spec.name).read_bytes()
         content = fdata.read_bytes(mirror / spec.name)
-        specs[key] = fdata.FileSpec(
+        specs[key] = fspec.FileSpec(
             key, spec.name, hashlib.sha256(content).hexdigest(), len(content), hashlib.md5(blob).hexdigest()
         )
     monkeypatch.setattr(fdata, "FILES", specs)
@@ -127,11 +128,15 @@ def test_validation_split_is_stratified_disjoint_reproducible():
     assert not np.array_equal(va, va3)
 
 
-def test_validation_split_rounds_to_the_exact_size():
+def test_validation_split_rounds_to_the_exact_size_by_largest_remainder():
     labels = np.array([0] * 7 + [1] * 5 + [2] * 3)
     _, va = fdata.validation_split(labels, 4, seed=0)
-    assert len(va) == 4
-    assert set(np.bincount(labels[va], minlength=3)) <= {0, 1, 2}
+    # Shares 4 * (7, 5, 3) / 15 = (1.87, 1.33, 0.8): floors (1, 1, 0), and the two remaining
+    # images go to the largest remainders, classes 2 (0.8) and 0 (0.87).
+    assert np.bincount(labels[va], minlength=3).tolist() == [2, 1, 1]
+    labels = np.repeat(np.arange(10), [6000, 6000, 6000, 6000, 6000, 6000, 6000, 6000, 6001, 5999])
+    _, va = fdata.validation_split(labels, 5000, seed=0)
+    assert np.bincount(labels[va]).tolist() == [500] * 10
 
 
 @needs_real_data
@@ -141,7 +146,7 @@ def test_real_data_loads_verified_with_the_documented_statistics():
     assert train.verified and train.source.origin == "debian"
     assert (np.bincount(train.labels) == 6000).all() and (np.bincount(test.labels) == 1000).all()
     mean, std = fdata.pixel_stats(train.images)
-    assert mean == pytest.approx(fdata.MEAN, abs=1e-6) and std == pytest.approx(fdata.STD, abs=1e-6)
+    assert mean == pytest.approx(fspec.MEAN, abs=1e-6) and std == pytest.approx(fspec.STD, abs=1e-6)
     assert round(mean, 4) == 0.2860 and round(std, 4) == 0.3530
     assert test.labels[0] == 9  # the notebook's first test image is an ankle boot
     _, va = fdata.validation_split(train.labels)

@@ -13,9 +13,10 @@ from conftest import copy_and_run_cli, needs_real_data, run_cli
 from PIL import Image
 
 from fmnist import export as fexport
-from fmnist.data import CLASS_NAMES
 from fmnist.errors import FmnistError
-from fmnist.predict import load_predictor, onnx_session, predict, predict_files
+from fmnist.inference import load_predictor, onnx_session
+from fmnist.predict import predict, predict_files
+from fmnist.spec import CLASS_NAMES
 
 pytestmark = needs_real_data
 
@@ -38,14 +39,14 @@ def test_onnx_agrees_with_pytorch_on_the_test_set(exported):
 
 
 def test_onnx_file_describes_itself_and_takes_any_batch(exported):
-    from fmnist.checkpoint import read_model_info
+    from fmnist.modelfile import read_model_info
 
     run, r = exported
     session = onnx_session(run / "model.onnx")
     meta = session.get_modelmeta().custom_metadata_map
     assert json.loads(meta["class_names"]) == list(CLASS_NAMES)
     assert meta["model"] == "seed"
-    assert json.loads(meta["val_accuracy"]) == pytest.approx(read_model_info(run)["val_accuracy"])
+    assert json.loads(meta["val_accuracy"]) == pytest.approx(read_model_info(run).val_accuracy)
     x = session.get_inputs()[0]
     assert x.type == "tensor(float)" and x.shape[1:] == [1, 28, 28] and not isinstance(x.shape[0], int)
     for n in (1, 7):
@@ -80,7 +81,7 @@ def test_both_backends_give_the_same_answers(exported, tmp_path):
 def test_onnx_from_other_weights_is_never_used(exported, tmp_path):
     import torch
 
-    from fmnist.checkpoint import load_model, save_model
+    from fmnist.modelfile import load_model, save_model
 
     run, _ = exported
     retrained = tmp_path / "retrained"
@@ -97,13 +98,11 @@ def test_onnx_from_other_weights_is_never_used(exported, tmp_path):
 
 
 def test_disagreeing_export_is_refused_and_nothing_written(tmp_path, monkeypatch):
-    from fmnist.checkpoint import save_model
+    from fmnist.modelfile import ModelInfo, save_model
     from fmnist.models import build_model
 
     # A tiny untrained model: the refusal path is the point, not the accuracy.
-    save_model(
-        tmp_path / "model.safetensors", build_model("mlp", hidden=8), {"model": "mlp", "model_args": {"hidden": 8}}
-    )
+    save_model(tmp_path / "model.safetensors", build_model("mlp", hidden=8), ModelInfo("mlp", {"hidden": 8}))
     rng = np.random.default_rng(0)
     monkeypatch.setattr(fexport, "onnx_logits", lambda s, x, *a, **k: rng.normal(size=(len(x), 10)))
     with pytest.raises(FmnistError, match="agree on only"):

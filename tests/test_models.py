@@ -24,9 +24,11 @@ def test_every_model_maps_a_batch_to_ten_logits():
         assert flops_per_image(m) > 0
 
 
-def test_summary_rows_describe_each_layer():
-    for r in summarize(build_model("seed")):
-        assert r.description, r.kind
+@pytest.mark.parametrize("name", sorted(available()))
+def test_summary_rows_describe_each_layer_of_every_model(name):
+    rows = summarize(build_model(name))
+    assert rows and all(r.description for r in rows), [r.kind for r in rows if not r.description]
+    assert sum(r.params for r in rows) == count_params(build_model(name))
 
 
 def test_flops_of_the_seed_model_by_hand():
@@ -39,3 +41,23 @@ def test_flops_of_the_seed_model_by_hand():
 def test_unknown_model_is_a_user_error():
     with pytest.raises(FmnistError, match="unknown model 'nope'"):
         build_model("nope")
+
+
+@pytest.mark.parametrize("name", sorted(available()))
+def test_every_model_learns_on_a_fixed_batch(name):
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    kwargs = {"depth": 10, "width": 1} if name == "wrn" else {}
+    m = build_model(name, **kwargs)
+    x = torch.rand(32, 1, 28, 28) * 255
+    y = torch.arange(32) % 10
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(15):
+        loss = F.cross_entropy(m(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], (name, losses[0], losses[-1])

@@ -1,0 +1,3 @@
+"""The package version, in a leaf module so that every layer can record it."""
+
+__version__ = "0.2.0"
