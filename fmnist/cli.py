@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import inspect
-import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -327,12 +327,15 @@ def evaluate_cmd(
     no_verify: bool = NoVerify,
 ):
     """Test-set accuracy and loss, per-class precision/recall/F1 and the confusion matrix."""
-    from .evaluate import evaluate
+    from .evaluate import evaluate, save_evaluation
     from .spec import CLASS_NAMES
 
-    r = evaluate(run, data_dir, tta=tta, device=device, verify=not no_verify)
+    # Compute, show, then save: a read-only run folder or a full disk still shows the results.
+    r = evaluate(run, data_dir, tta=tta, device=device, verify=not no_verify, write=False)
+    folder = run if run.is_dir() else run.parent
     if as_json:
-        print(json.dumps(r.to_dict(), indent=2))
+        print(dumps(r.to_dict()))
+        _save_or_explain(lambda: save_evaluation(folder, r))
         return
     d = r.to_dict()
     out.print(
@@ -358,8 +361,17 @@ def evaluate_cmd(
     for i, row in enumerate(r.confusion):
         cm.add_row(f"{i} {CLASS_NAMES[i]}", *[str(v) for v in row])
     out.print(cm)
-    folder = run if run.is_dir() else run.parent
-    out.print(f"wrote {folder / 'test_metrics.json'} and {folder / 'confusion_matrix.png'}")
+    written = _save_or_explain(lambda: save_evaluation(folder, r))
+    out.print(f"wrote {written[0]} and {written[1]}")
+
+
+def _save_or_explain(save):
+    """Run ``save``; if the disk refuses, one `error:` line that says the results shown were not saved."""
+    try:
+        return save()
+    except OSError as e:
+        print(f"error: {os_error_line(e)}; the results above were not saved", file=sys.stderr)
+        sys.exit(2)
 
 
 @app.command("predict")
@@ -392,7 +404,7 @@ def predict_cmd(
     preds = predict(run, index or [0], data_dir, top_k=top, tta=tta, verify=not no_verify, backend=backend)
     if as_json:
         items = [p.to_dict() for p in preds]
-        print(json.dumps(items[0] if len(items) == 1 else items, indent=2))
+        print(dumps(items[0] if len(items) == 1 else items))
         return
     for p in preds:
         verdict = "yes" if p.match else "NO"
@@ -413,7 +425,7 @@ def _predict_files(run, files, top, tta, as_json, save_preprocessed, backend) ->
         items = [
             r.to_dict() if not isinstance(r, FmnistError) else {"source": str(p), "error": str(r)} for p, r in results
         ]
-        print(json.dumps(items[0] if len(items) == 1 else items, indent=2))
+        print(dumps(items[0] if len(items) == 1 else items))
     for path, r in results:
         if isinstance(r, FmnistError):
             print(f"error: {r}", file=sys.stderr)
@@ -457,7 +469,7 @@ def export_cmd(
         raise FmnistError(f"--format {format!r} is not supported; use onnx")
     r = export_onnx(run, out_path, quantize=quantize, data_dir=data_dir, verify=not no_verify)
     if as_json:
-        print(json.dumps(r, indent=2))
+        print(dumps(r))
         return
     out.print(
         f"wrote {r['path']} ({r['bytes'] / 1e6:.2f} MB, {r['exporter']} exporter, opset {r['opset']}); "
@@ -474,6 +486,28 @@ def export_cmd(
         )
         if q["accuracy_change"] < -0.01:
             print("warning: int8 costs more than 1 point of accuracy; prefer the float model", file=sys.stderr)
+
+
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space (or choose another --out) and run the command again",
+    errno.EDQUOT: "the disk quota is used up: free some space and run the command again",
+    errno.EROFS: "the file system is read-only: choose a writable folder",
+    errno.EACCES: "permission denied: choose a folder you may write to, or fix its permissions",
+    errno.EPERM: "permission denied: choose a folder you may write to, or fix its permissions",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "it is a folder; give a file name",
+    errno.EEXIST: "something of that name is already there",
+}
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an operating-system error: the path, the cause, and what to do."""
+    where = e.filename if e.filename is not None else "(no path)"
+    if e.filename2 is not None:
+        where = f"{where} -> {e.filename2}"
+    cause = e.strerror or str(e)
+    hint = _OS_HINTS.get(e.errno)
+    return f"{where}: {cause}" + (f" ({hint})" if hint else "")
 
 
 def main() -> None:
@@ -494,6 +528,14 @@ def main() -> None:
     except ClickException as e:
         print(f"error: {e.format_message()}", file=sys.stderr)
         sys.exit(e.exit_code)
+    except OSError as e:
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
+        sys.exit(2)
+    except MemoryError:
+        print(
+            "error: out of memory; use a smaller --batch-size or --eval-batch-size, or a smaller model", file=sys.stderr
+        )
+        sys.exit(2)
     except (Abort, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -184,7 +184,7 @@ def verify_content(content: bytes, spec: FileSpec, where: str) -> None:
 
 
 def verify_file(path: Path, spec: FileSpec) -> bytes:
-    content = read_bytes(path)
+    content = read_bytes(path, limit=spec.size)
     verify_content(content, spec, str(path))
     return content
 
@@ -220,7 +220,8 @@ def load_split(
     arrays = []
     for key in SPLIT_FILES[split]:
         path = source.paths[key]
-        content = read_bytes(path)
+        # The size of every Fashion-MNIST file is known: a file that inflates past it stops there.
+        content = read_bytes(path, limit=FILES[key].size if verify else None)
         if verify:
             verify_content(content, FILES[key], str(path))
         arrays.append(parse_idx(content, str(path)))
@@ -245,6 +246,11 @@ def _check_shapes(images: np.ndarray, labels: np.ndarray, where: Path) -> None:
         raise IdxError(
             f"{where}: {len(images):,} images but {len(labels):,} labels; the image and label files do not belong together"
         )
+    for what, arr in (("images", images), ("labels", labels)):
+        if arr.dtype.kind not in "iu":
+            raise IdxError(f"{where}: {what} are stored as {arr.dtype} numbers; IDX {what} must be integers")
+        if arr.size and arr.dtype != np.uint8 and (arr.min() < 0 or arr.max() > 255):
+            raise IdxError(f"{where}: {what} hold values outside 0..255 (from {arr.min()} to {arr.max()})")
     if len(labels) and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
         raise IdxError(f"{where}: labels outside 0..{NUM_CLASSES - 1}")
 

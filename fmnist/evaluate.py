@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -140,7 +141,13 @@ def evaluate(
         tta=use_tta,
     )
     if write:
-        folder = path.parent
-        atomic_write_json(folder / TEST_METRICS, result.to_dict())
-        atomic_write_bytes(folder / CONFUSION, confusion_png(cm))
+        save_evaluation(path.parent, result)
     return result
+
+
+def save_evaluation(folder: str | os.PathLike, result: EvalResult) -> list[Path]:
+    """Write ``test_metrics.json`` and ``confusion_matrix.png`` into ``folder``; the paths written."""
+    folder = Path(folder)
+    atomic_write_json(folder / TEST_METRICS, result.to_dict())
+    atomic_write_bytes(folder / CONFUSION, confusion_png(result.confusion))
+    return [folder / TEST_METRICS, folder / CONFUSION]

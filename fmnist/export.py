@@ -26,7 +26,7 @@ import torch
 from ._version import __version__
 from .data import load_split, validation_split
 from .errors import FmnistError
-from .files import atomic_write_bytes
+from .files import atomic_write_bytes, check_writable
 from .inference import ONNX_FILE, SOURCE_HASH_KEY, file_sha256, onnx_logits, onnx_session, predict_logits
 from .modelfile import ModelInfo, load_model, resolve_model_path
 from .runs import RunFolder
@@ -56,6 +56,7 @@ def export_onnx(
     target = Path(out) if out is not None else model_path.parent / ONNX_FILE
     if target.is_dir():
         raise FmnistError(f"--out {target} is a folder; give a file name such as {target / ONNX_FILE}")
+    check_writable(target.parent)  # a read-only folder fails now, not after a minute of checking
     test = load_split("test", data_dir, verify=verify)
     images = torch.from_numpy(test.images).unsqueeze(1)
 
@@ -217,7 +218,7 @@ def quantize_int8(raw: bytes, calib: np.ndarray, workdir: str | os.PathLike | No
             return None if b is None else {INPUT_NAME: b}
 
     # ONNX Runtime's quantizer works on files; keep them beside the target (same disk).
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp, _quiet():
+    with tempfile.TemporaryDirectory(prefix="fmnist-quantize-", dir=workdir) as tmp, _quiet():
         src, pre, q = Path(tmp, "float.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
         src.write_bytes(raw)
         try:
@@ -244,7 +245,8 @@ def _quantize(raw, meta, target, images, labels, float_logits, data_dir, verify)
     calib = calibration_images(data_dir, verify)
     int8_target = target.with_name(target.name.removesuffix(".onnx") + ".int8.onnx")
     try:
-        int8_raw = quantize_int8(raw, calib, target.parent)
+        # The work files go to the system's temporary folder: a killed export leaves nothing in the run.
+        int8_raw = quantize_int8(raw, calib)
     except FmnistError as e:
         raise FmnistError(f"{e}; the float model {target} was written and is fine") from None
     session = onnx_session(int8_raw)

@@ -20,6 +20,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half:
     a temporary file in the same folder, flushed to disk, then renamed over the target."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -30,10 +32,23 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename in (None, tmp):
+            # A full disk fails in write() or fsync(), which name no file: name the target.
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
         raise
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Raise the OSError that writing into ``folder`` would raise (read-only, no permission,
+    a file in the way), before a long computation rather than after it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".fmnist-probe.", dir=folder)
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def _umask() -> int:

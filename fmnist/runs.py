@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ METRICS = "metrics.csv"
 MODEL = MODEL_FILE
 SUMMARY = "summary.json"
 RESUME = "resume.safetensors"
+# Where --overwrite moves the old run until the new one finishes (restored if the new one fails first).
+REPLACED = ".fmnist-replaced"
 # Written by training.
 TRAINING_FILES = (CONFIG, METRICS, MODEL, SUMMARY, RESUME, LOCK_NAME)
 
@@ -171,3 +174,30 @@ class RunFolder:
         """Remove the files fmnist wrote, and nothing else."""
         for f in self.owned_files():
             f.unlink(missing_ok=True)
+
+    def set_aside(self) -> None:
+        """Move the run's files into ``.fmnist-replaced/`` (a rename: no copy, no extra space),
+        where they stay until the new run finishes (:meth:`drop_aside`) or fails before it
+        saved anything (:meth:`restore_aside`). If an older run is already set aside (a
+        replacement that never finished), that one is kept and the current files are removed."""
+        aside = self / REPLACED
+        if aside.is_dir():
+            self.clear()
+            return
+        aside.mkdir()
+        for f in self.owned_files():
+            os.replace(f, aside / f.name)
+
+    def restore_aside(self) -> None:
+        """Put the run set aside back in place of what is in the folder now."""
+        aside = self / REPLACED
+        if not aside.is_dir():
+            return
+        self.clear()
+        for f in aside.iterdir():
+            os.replace(f, self / f.name)
+        aside.rmdir()
+
+    def drop_aside(self) -> None:
+        """The new run is finished: delete the old one."""
+        shutil.rmtree(self / REPLACED, ignore_errors=True)

@@ -39,7 +39,7 @@ from .inference import predict_logits, resolve_device, resolve_precision
 from .modelfile import MODEL_FILE, ModelInfo, save_model
 from .models import Normalize, build_model, count_params, flops_per_image
 from .optim import EMA, make_optimizer, make_scheduler
-from .runs import RESUME, RunFolder
+from .runs import MODEL, RESUME, RunFolder
 from .state import (
     load_optimizer_state,
     load_state,
@@ -126,6 +126,8 @@ class Trainer:
         self._stop: int | None = None
         self._lock = None
         self._ready = False
+        self._set_aside = False
+        self._claimed = self._created = self._had_lock_file = False
 
     # --- setup ------------------------------------------------------------------------------
 
@@ -253,8 +255,8 @@ class Trainer:
         """Lock the run folder and make sure it may be written: never mix two runs, never
         remove files fmnist did not write, and with --overwrite remove only after every check."""
         cfg, folder = self.config, self.folder
-        created = not folder.path.exists()
-        had_lock_file = (folder / LOCK_NAME).exists()
+        created = self._created = not folder.path.exists()
+        had_lock_file = self._had_lock_file = (folder / LOCK_NAME).exists()
         try:
             if folder.path.exists() and not folder.path.is_dir():
                 raise FmnistError(f"{folder.path} exists and is not a folder; choose another --out")
@@ -276,9 +278,13 @@ class Trainer:
                         + (f"--resume {folder.path} to continue it, " if status == "unfinished" else "")
                         + "or choose another --out"
                     )
-                folder.clear()
+                folder.set_aside()
+                self._set_aside = True
             folder.write_config({**cfg.to_dict(), "resolved": {}})
+            self._claimed = True
         except BaseException:
+            if self._set_aside:
+                folder.restore_aside()
             # Leave the folder as it was: no lock file, and no folder if it was ours.
             if self._lock is not None and not had_lock_file:
                 (folder / LOCK_NAME).unlink(missing_ok=True)
@@ -446,9 +452,9 @@ class Trainer:
     # --- the whole run --------------------------------------------------------------------------
 
     def run(self) -> Run:
-        if not self._ready:
-            self.setup()
         try:
+            if not self._ready:
+                self.setup()
             with self._signals():
                 self._emit("on_train_start", self.config, self.info, self.epoch)
                 while not self.done:
@@ -466,9 +472,32 @@ class Trainer:
                             self.save_resume_state()
                         raise Interrupted(self.folder.path, self.epoch, 0, self.steps)
                 return self.finish()
+        except BaseException as e:
+            self._after_failure(e)
+            raise
         finally:
             self._release()
-            self.world.close()
+            if hasattr(self, "world"):
+                self.world.close()
+
+    def _after_failure(self, error: BaseException) -> None:
+        """A new run that fails before it saved a model leaves the folder as it found it: its
+        own files removed and, with --overwrite, the old run given back. One that saved a model
+        stays (unfinished, resumable), and an old run it replaces stays set aside in
+        .fmnist-replaced/ until a run in this folder finishes. Interrupted runs keep everything."""
+        if not self._claimed or self.resuming or isinstance(error, Interrupted) or not self.world.main:
+            return
+        if (self.folder / MODEL).is_file():
+            return
+        with contextlib.suppress(OSError):
+            if self._set_aside:
+                self.folder.restore_aside()
+            else:
+                self.folder.clear()
+            if not self._had_lock_file:
+                (self.folder / LOCK_NAME).unlink(missing_ok=True)
+            if self._created:
+                self.folder.path.rmdir()
 
     def finish(self) -> Run:
         cfg = self.config
@@ -502,6 +531,7 @@ class Trainer:
             self.folder.write_summary(summary)
             # The summary marks the run finished; the resume state has served its purpose.
             (self.folder / RESUME).unlink(missing_ok=True)
+            self.folder.drop_aside()
         run = Run(self.folder.path, cfg, self.history, self.best, final, info, self.elapsed)
         self._emit("on_train_end", run)
         return run

@@ -74,7 +74,9 @@ def test_ema_and_early_stop(synthetic_dir, tmp_path):
     saved, _ = load_model(tmp_path / "ema")
     for a, b in zip(saved.state_dict().values(), run.model.state_dict().values()):
         torch.testing.assert_close(a, b.cpu(), rtol=0, atol=0)  # what is saved is the EMA copy
-    early = train(synthetic_config(synthetic_dir, tmp_path / "early", epochs=6, early_stop=1, lr=1e-5, subset=500, val_size=100))
+    early = train(
+        synthetic_config(synthetic_dir, tmp_path / "early", epochs=6, early_stop=1, lr=1e-5, subset=500, val_size=100)
+    )
     # Each stale epoch after the best one counts; one is allowed, then it stops.
     best = early.best["epoch"]
     assert len(early.history) == min(6, int(best) + 1)
@@ -252,8 +254,20 @@ def test_damaged_foreign_or_changed_resume_states_are_refused(synthetic_dir, tmp
 def test_a_diverging_run_stops_with_the_cause(synthetic_dir, tmp_path):
     with pytest.raises(FmnistError, match="diverged.*learning rate \\(1e\\+20\\)") as e:
         train(synthetic_config(synthetic_dir, tmp_path / "r", optimizer="sgd", lr=1e20))
-    assert "\n" not in str(e.value)
-    assert RunFolder(tmp_path / "r").status == "unfinished"  # marked: never mistaken for a finished run
+    assert "\n" not in str(e.value) and "No epoch finished" in str(e.value)
+    assert not (tmp_path / "r").exists()  # nothing worth keeping: the folder is left as it was found
+
+    class Blowup(Callback):  # the learning rate explodes in epoch 2, after a good epoch 1
+        def on_epoch_start(self, epoch, steps):
+            if epoch == 2:
+                for g in trainer.optimizer.param_groups:
+                    g["lr"] = 1e20
+
+    trainer = Trainer(synthetic_config(synthetic_dir, tmp_path / "r2", optimizer="sgd", epochs=3), [Blowup()])
+    with pytest.raises(FmnistError, match="in epoch 2.*last good model \\(epoch 1\\) is kept"):
+        trainer.run()
+    assert RunFolder(tmp_path / "r2").status == "unfinished"  # marked: never mistaken for a finished run
+    assert load_model(tmp_path / "r2")[1].epoch == 1
 
 
 def test_using_an_unfinished_run_warns(synthetic_dir, tmp_path):
