@@ -23,7 +23,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # name the file the user asked for, not our temporary one
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
     try:
         # mkstemp makes the file owner-only; give it the permissions a plain open() would.
         os.fchmod(fd, 0o666 & ~_umask())

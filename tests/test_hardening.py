@@ -255,6 +255,8 @@ def test_evaluate_on_a_read_only_run_shows_the_results_then_says_why_not_saved(
         code, out, err = run_cli(monkeypatch, capsys, "evaluate", ro / "run", "--json", *args)
         assert json.loads(out)["test_accuracy"] > 0.5
         one_error_line(code, err, "Read-only")
+        code, _, err = run_cli(monkeypatch, capsys, "report", ro / "run", *args)
+        assert ".tmp" not in one_error_line(code, err, str(ro / "run"), "Read-only")  # the real name
         code, _, err = run_cli(monkeypatch, capsys, "export", ro / "run", *args)  # refused before the work
         one_error_line(code, err, str(ro / "run"), "Read-only")
         code, _, err = run_cli(monkeypatch, capsys, *train_args(synthetic_dir), "--out", ro / "new")
