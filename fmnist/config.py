@@ -20,6 +20,7 @@ import torch
 from .errors import FmnistError
 from .inference import resolve_device
 from .models import available, build_model, count_params
+from .transfer import frozen_prefixes
 
 # Keys a run's config.json carries beside the settings; reading it as a config skips them.
 RUN_FILE_KEYS = ("format", "resolved")
@@ -47,6 +48,18 @@ class TrainConfig:
         "(see `fmnist model list`).",
         factory=dict,
     )
+    # transfer learning
+    init_from: str | None = param(
+        None,
+        "Start from these weights: an fmnist run or model file of the same architecture, or (with --model "
+        "resnet18) a ResNet-18 checkpoint in torchvision/timm layout (.safetensors, or .pth read tensors-only).",
+    )
+    reset_head: bool = param(False, "With --init-from: a new head even when the old one fits (other classes).")
+    freeze: str = param(
+        "",
+        "Parts kept fixed while training: stem, body (all but the head) or module names, e.g. layer1,layer2,layer3.",
+    )
+    head_lr: float = param(0.0, "Learning rate of the head (the last dense layer); 0 = the same as --lr.", min=0)
     # optimisation
     epochs: int = param(5, "Full passes over the training images.", min=1)
     batch_size: int = param(32, "Images per optimizer step (the global batch, over all processes).", min=1)
@@ -135,6 +148,11 @@ class TrainConfig:
             _check_rules(f.name, value, f.metadata, source)
         resolve_device(self.device)
         check_model(self.model, self.model_args, self.batch_size, source)
+        if self.freeze:
+            with torch.device("meta"):
+                frozen_prefixes(build_model(self.model, **self.model_args), self.freeze)
+        if self.init_from is not None and not Path(self.init_from).exists():
+            raise FmnistError(f"--init-from {self.init_from}: no such file or folder")
 
 
 def check_model(name: str, args: dict[str, Any], batch_size: int = 1, source: str | None = None) -> int:

@@ -9,21 +9,32 @@ import math
 import torch
 
 from .config import TrainConfig
+from .transfer import head_name
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float, decay_all: bool) -> list[dict]:
+def param_groups(model: torch.nn.Module, weight_decay: float, decay_all: bool, head_lr: float = 0.0) -> list[dict]:
     """Weight decay on conv/dense weights only: decaying norms and biases only shrinks the
-    model's ability to scale features and costs accuracy."""
-    if decay_all or weight_decay == 0:
-        return [{"params": list(model.parameters()), "weight_decay": weight_decay}]
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (decay if p.ndim > 1 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    model's ability to scale features and costs accuracy. Frozen parameters (no gradient) are
+    left out; with ``head_lr`` the head (the last dense layer) gets its own learning rate."""
+    head = head_name(model) if head_lr > 0 else None
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        in_head = head is not None and (name == head or name.startswith(head + "."))
+        decays = decay_all or weight_decay == 0 or p.ndim > 1
+        groups.setdefault((in_head, decays), []).append(p)
+    out = []
+    for (in_head, decays), params in sorted(groups.items(), key=lambda kv: (kv[0][0], not kv[0][1])):
+        group = {"params": params, "weight_decay": weight_decay if decays else 0.0}
+        if in_head:
+            group["lr"] = head_lr
+        out.append(group)
+    return out
 
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    groups = param_groups(model, config.weight_decay, config.decay_norm_and_bias)
+    groups = param_groups(model, config.weight_decay, config.decay_norm_and_bias, config.head_lr)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
     if config.optimizer == "adamw":

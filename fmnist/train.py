@@ -21,6 +21,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -48,6 +49,7 @@ from .state import (
     save_state,
     unprefixed,
 )
+from .transfer import freeze, initialise, keep_frozen_norms_still
 
 
 @dataclass
@@ -193,7 +195,13 @@ class Trainer:
         self.aug_gen = torch.Generator(device=dev).manual_seed(_derived_seed(cfg.seed, 3, world.rank))
         self.np_rng = np.random.default_rng(_derived_seed(cfg.seed, 4, world.rank))
 
-        self.model = build_model(cfg.model, **cfg.model_args).to(dev, memory_format=self.mem)
+        self.model = build_model(cfg.model, **cfg.model_args)
+        if cfg.init_from and not self.resuming:  # a resumed run restores its own weights below
+            for note in initialise(self.model, cfg.model, cfg.model_args, cfg.init_from, cfg.reset_head):
+                if world.main:
+                    warnings.warn(f"--init-from: {note}", stacklevel=2)
+        self.frozen = freeze(self.model, cfg.freeze)
+        self.model = self.model.to(dev, memory_format=self.mem)
         self.info = ModelInfo(
             model=cfg.model,
             model_args=cfg.model_args,
@@ -320,6 +328,7 @@ class Trainer:
             self.correct.zero_()
             self.epoch_seconds = 0.0
         self.model.train()
+        keep_frozen_norms_still(self.model, self.frozen)
         self._emit("on_epoch_start", self.epoch, self.steps)
         running = self.world.main and any(cb.wants_running_stats for cb in self.callbacks)
         t0 = time.perf_counter()
