@@ -167,6 +167,41 @@ def ablate_cmd(
     out.print(f"wrote {out_dir / 'ablation.md'}, {out_dir / 'ablation.png'} and {out_dir / 'ablation.json'}")
 
 
+@app.command("transfer-study")
+def transfer_study_cmd(
+    out_dir: Path = typer.Option(
+        Path("runs/transfer-study"), "--out", help="Folder for the data subsets, runs and table."
+    ),
+    sizes: str = typer.Option("10,100,1000", help="Labelled images per target class, comma-separated."),
+    seeds: int = typer.Option(3, min=1, help="Seeds per size; the table shows mean ± std."),
+    model: str = typer.Option("cnn", help="Architecture for both the pretrained and the scratch networks."),
+    model_arg: Optional[list[str]] = typer.Option(
+        None, "--model-arg", help="KEY=VALUE (default widths=16,32,64 for cnn)."
+    ),
+    pretrain_epochs: int = typer.Option(3, min=1, help="Epochs on the five source classes."),
+    steps: int = typer.Option(200, min=1, help="Optimizer steps per fine-tuning run (the same for every size)."),
+    freeze: str = typer.Option("", help="Parts of the pretrained network kept fixed (see `fmnist train --help`)."),
+    data_dir: Optional[Path] = DataDir,
+    no_verify: bool = NoVerify,
+):
+    """Pretrain on five classes, fine-tune on the other five with few labels, against training from scratch."""
+    from .config import parse_model_args
+    from .transfer_study import StudyPlan, run_study
+
+    try:
+        sizes_t = tuple(int(v) for v in sizes.split(","))
+    except ValueError:
+        raise FmnistError(f"--sizes {sizes!r}: give whole numbers separated by commas, e.g. 10,100,1000") from None
+    if not sizes_t or min(sizes_t) < 1 or max(sizes_t) > 5000:
+        raise FmnistError(
+            "--sizes: each size must be between 1 and 5000 images per class (the smallest class has 6,000)"
+        )
+    args = parse_model_args(model_arg) if model_arg else ({"widths": [16, 32, 64]} if model == "cnn" else {})
+    plan = StudyPlan(sizes_t, seeds, model, args, pretrain_epochs, steps, freeze)
+    run_study(out_dir, plan, str(data_dir) if data_dir else None, not no_verify, log=lambda m: out.print(m))
+    out.print(f"wrote {out_dir / 'transfer.md'} and {out_dir / 'transfer.json'}")
+
+
 def _parse_steps(text: str, n: int) -> list[int]:
     chosen: list[int] = []
     try:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import pytest
@@ -146,3 +147,15 @@ def test_mistakes_are_one_error_line(synthetic_run, synthetic_dir, tmp_path, mon
         lines = [x for x in err.strip().splitlines() if not x.startswith("warning: ")]
         assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
     assert not (tmp_path / "x").exists()
+
+
+def test_the_transfer_study_runs_and_writes_its_table(synthetic_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "study"
+    args = ["transfer-study", "--out", out, "--sizes", "5,20", "--seeds", "2", "--pretrain-epochs", "1"]
+    code, text, err = run_cli(monkeypatch, capsys, *args, "--steps", "4", "--data-dir", synthetic_dir, "--no-verify")
+    assert code in (0, None), err
+    result = json.loads((out / "transfer.json").read_text())
+    assert [c["per_class"] for c in result["table"]] == [5, 20] and len(result["rows"]) == 2 * 2 * 2
+    assert all(0 <= r["accuracy"] <= 1 for r in result["rows"]) and "| 20 |" in (out / "transfer.md").read_text()
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--sizes", "5000", "--data-dir", synthetic_dir, "--no-verify")
+    assert code == 2 and err.startswith("error: --sizes: at most")
