@@ -35,7 +35,7 @@ from .guard import Guard
 from .inputs import BadRequest, parse_json, preprocess_files
 from .metrics import CONTENT_TYPE, Metrics
 from .model import ServedModel
-from .schemas import PIXELS_SCHEMA, BatchResponse, Health, PredictResponse, Problem, TestImages
+from .schemas import PIXELS_SCHEMA, BatchResponse, Health, PredictResponse, Problem, Samples
 from .settings import ServeSettings
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -119,7 +119,7 @@ def create_app(run: str | os.PathLike, settings: ServeSettings | None = None) ->
 
     @app.get(
         "/v1/test-images",
-        response_model=TestImages,
+        response_model=Samples,
         responses={404: {"model": Problem, "description": "No test images on this server"}},
         summary="Random test images",
     )

@@ -64,12 +64,12 @@ class Health(BaseModel):
     pid: int = Field(description="The worker process that answered")
 
 
-class TestImage(BaseModel):
+class Sample(BaseModel):
     index: int = Field(description="Index in the 10,000 test images")
     label: int
     name: str
     pixels: list[list[int]]
 
 
-class TestImages(BaseModel):
-    images: list[TestImage]
+class Samples(BaseModel):
+    images: list[Sample]
