@@ -53,6 +53,8 @@ async function classify(url, options, sample) {
 
 // --- showing an answer ---------------------------------------------------------------
 
+let answers = 0; // how many answers were shown: lets a test (or a person) see a new one arrive
+
 function show(answer, sample) {
   const seen = $("seen");
   seen.src = sample ? pixelsToDataUrl(sample.pixels) : answer.model_input_png;
@@ -80,6 +82,7 @@ function show(answer, sample) {
     bars.appendChild(li);
   }
   $("timing").textContent = `${answer.model} on ${answer.backend}: ${answer.inference_ms.toFixed(2)} ms`;
+  $("result").dataset.answers = String(++answers); // last: the answer is all on the page now
 }
 
 function pixelsToDataUrl(pixels) {
