@@ -100,4 +100,3 @@ def ranked(p: np.ndarray, k: int) -> dict[str, Any]:
         "confidence": float(p[best]),
         "top": [{"label": int(i), "name": CLASS_NAMES[i], "probability": float(p[i])} for i in order],
     }
-

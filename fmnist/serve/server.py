@@ -45,7 +45,10 @@ def serve(run: str | os.PathLike, settings: ServeSettings) -> None:
         file=sys.stderr,
     )
     if settings.host not in LOOPBACK:
-        print(f"warning: listening on {settings.host}: anyone who can reach it can use it (no authentication)", file=sys.stderr)
+        print(
+            f"warning: listening on {settings.host}: anyone who can reach it can use it (no authentication)",
+            file=sys.stderr,
+        )
     common = dict(
         host=settings.host,
         port=settings.port,
@@ -89,7 +92,9 @@ def _check_port_free(host: str, port: int) -> None:
         try:
             s.bind(address)
         except OSError as e:
-            raise FmnistError(f"cannot listen on {host}:{port} ({e.strerror}); choose another --port or --host") from None
+            raise FmnistError(
+                f"cannot listen on {host}:{port} ({e.strerror}); choose another --port or --host"
+            ) from None
 
 
 def _url_host(host: str) -> str:

@@ -21,13 +21,17 @@ def _setting(default: Any, help: str) -> Any:
 
 @dataclass(frozen=True)
 class ServeSettings:
-    host: str = _setting("127.0.0.1", "Address to listen on; loopback unless told otherwise (there is no authentication).")
+    host: str = _setting(
+        "127.0.0.1", "Address to listen on; loopback unless told otherwise (there is no authentication)."
+    )
     port: int = _setting(8000, "TCP port to listen on.")
     workers: int = _setting(1, "Worker processes, each with its own copy of the model.")
     backend: str = _setting(
         "auto", "auto (ONNX Runtime if an up-to-date model.onnx is beside the model, else PyTorch), onnx or torch."
     )
-    threads: int = _setting(1, "Inference threads per worker (one per worker keeps the workers off each other's cores).")
+    threads: int = _setting(
+        1, "Inference threads per worker (one per worker keeps the workers off each other's cores)."
+    )
     max_body_bytes: int = _setting(16 * 1024 * 1024, "Largest request body in bytes; a bigger one gets 413.")
     max_batch: int = _setting(64, "Most images in one /v1/predict/batch request; more gets 422.")
     max_pixels: int = _setting(
@@ -36,7 +40,9 @@ class ServeSettings:
         "before anything is decoded (decompression bombs).",
     )
     top_k: int = _setting(5, f"Classes in an answer when the request gives no top_k (1-{NUM_CLASSES}).")
-    data_dir: str | None = _setting(None, "Folder with the test images for the page's strip (default: as `fmnist data`).")
+    data_dir: str | None = _setting(
+        None, "Folder with the test images for the page's strip (default: as `fmnist data`)."
+    )
     verify: bool = _setting(True, "Check the test images' SHA-256 before showing them.")
     access_log: bool = _setting(False, "Log every request (costs throughput).")
 
