@@ -91,7 +91,9 @@ def live_server(browser, smoke_run):
 
     from fmnist.serve.app import create_app
 
-    server = uvicorn.Server(uvicorn.Config(create_app(smoke_run), host="127.0.0.1", port=free_port(), log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(smoke_run), host="127.0.0.1", port=free_port(), log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -158,10 +160,12 @@ def test_page_classifies_an_upload_a_drawing_and_a_test_image(page, live_server,
     assert page.locator("#bars li").count() == 5
     assert page.is_hidden("#error")
     assert not page.outside and not page.errors, (page.outside, page.errors)
-    pixels = np.array(page.evaluate(
-        "(() => { const c = document.querySelectorAll('.sample canvas')[2];"
-        " return Array.from(c.getContext('2d').getImageData(0, 0, 28, 28).data).filter((_, i) => i % 4 == 0); })()"
-    ))
+    pixels = np.array(
+        page.evaluate(
+            "(() => { const c = document.querySelectorAll('.sample canvas')[2];"
+            " return Array.from(c.getContext('2d').getImageData(0, 0, 28, 28).data).filter((_, i) => i % 4 == 0); })()"
+        )
+    )
     assert np.array_equal(pixels.reshape(28, 28), test.images[index])  # the strip shows the real image
 
 

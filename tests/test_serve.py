@@ -75,7 +75,9 @@ def png_declaring(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def decode_data_url(url: str) -> np.ndarray:
@@ -228,13 +230,36 @@ BAD = {
     "scalar": ("/v1/predict", _json({"pixels": 5}), 422, "a single value"),
     "over-255": ("/v1/predict", _json({"pixels": [[256] * 28] * 28}), 422, "0 to 255"),
     "negative": ("/v1/predict", _json({"pixels": [[0] * 27 + [-1]] + ZEROS[1:]}), 422, "row 0, column 27"),
-    "nan": ("/v1/predict", _raw(b'{"pixels": [[NaN' + b", 0" * 27 + b"]" + b", [0]" * 27 + b"]}", "application/json"), 422, "NaN"),
+    "nan": (
+        "/v1/predict",
+        _raw(b'{"pixels": [[NaN' + b", 0" * 27 + b"]" + b", [0]" * 27 + b"]}", "application/json"),
+        422,
+        "NaN",
+    ),
     "infinity": ("/v1/predict", _raw(b'{"pixels": [[Infinity]]}', "application/json"), 422, "Infinity"),
-    "1e999": ("/v1/predict", _raw(b'{"pixels": [[1e999' + b", 0" * 27 + b"]" + b", " + b", ".join([b"[" + b", ".join([b"0"] * 28) + b"]"] * 27) + b"]}", "application/json"), 422, "0 to 255"),
+    "1e999": (
+        "/v1/predict",
+        _raw(
+            b'{"pixels": [[1e999'
+            + b", 0" * 27
+            + b"]"
+            + b", "
+            + b", ".join([b"[" + b", ".join([b"0"] * 28) + b"]"] * 27)
+            + b"]}",
+            "application/json",
+        ),
+        422,
+        "0 to 255",
+    ),
     "huge-int": ("/v1/predict", _json({"pixels": [[10**40] * 28] * 28}), 422, "numbers"),
     "strings": ("/v1/predict", _json({"pixels": [["7"] * 28] * 28}), 422, "numbers"),
     "nulls": ("/v1/predict", _json({"pixels": [[None] * 28] * 28}), 422, "numbers"),
-    "deep-nesting": ("/v1/predict", _raw(b'{"pixels": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "application/json"), 422, ""),
+    "deep-nesting": (
+        "/v1/predict",
+        _raw(b'{"pixels": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "application/json"),
+        422,
+        "",
+    ),
     "top-k-0": ("/v1/predict?top_k=0", _json({"pixels": ZEROS}), 422, "top_k"),
     "top-k-negative": ("/v1/predict?top_k=-3", _json({"pixels": ZEROS}), 422, "top_k"),
     "top-k-11": ("/v1/predict?top_k=11", _json({"pixels": ZEROS}), 422, "top_k"),
@@ -245,18 +270,61 @@ BAD = {
     "form-urlencoded": ("/v1/predict", {"data": {"file": "x"}}, 415, "content type"),
     "text-as-image": ("/v1/predict", _raw(b"just words", "image/png"), 415, "not an image"),
     "empty-image": ("/v1/predict", _raw(b"", "image/jpeg"), 415, "empty"),
-    "truncated-png": ("/v1/predict", {"files": {"file": ("cut.png", png(np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8))[:2000], "image/png")}}, 422, "truncated"),
+    "truncated-png": (
+        "/v1/predict",
+        {
+            "files": {
+                "file": (
+                    "cut.png",
+                    png(np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8))[:2000],
+                    "image/png",
+                )
+            }
+        },
+        422,
+        "truncated",
+    ),
     "non-image-upload": ("/v1/predict", {"files": {"file": ("notes.txt", b"hello", "text/plain")}}, 415, "notes.txt"),
-    "flat-image": ("/v1/predict", {"files": {"file": ("grey.png", png(np.full((40, 40), 128, np.uint8)), "image/png")}}, 422, "no garment"),
-    "png-100000x100000": ("/v1/predict", {"files": {"file": ("bomb.png", png_declaring(100_000, 100_000), "image/png")}}, 413, "bomb"),
+    "flat-image": (
+        "/v1/predict",
+        {"files": {"file": ("grey.png", png(np.full((40, 40), 128, np.uint8)), "image/png")}},
+        422,
+        "no garment",
+    ),
+    "png-100000x100000": (
+        "/v1/predict",
+        {"files": {"file": ("bomb.png", png_declaring(100_000, 100_000), "image/png")}},
+        413,
+        "bomb",
+    ),
     "png-8000x8000": ("/v1/predict", _raw(png_declaring(8000, 8000), "image/png"), 413, "64,000,000 pixels"),
-    "two-files-to-single": ("/v1/predict", {"files": [("file", ("a.png", png(np.eye(28, dtype=np.uint8) * 255), "image/png"))] * 2}, 422, "/v1/predict/batch"),
-    "text-field-not-file": ("/v1/predict", {"data": {"file": "photo.jpg"}, "files": {"x": ("", b"", "")}}, 422, "-F file=@"),
+    "two-files-to-single": (
+        "/v1/predict",
+        {"files": [("file", ("a.png", png(np.eye(28, dtype=np.uint8) * 255), "image/png"))] * 2},
+        422,
+        "/v1/predict/batch",
+    ),
+    "text-field-not-file": (
+        "/v1/predict",
+        {"data": {"file": "photo.jpg"}, "files": {"x": ("", b"", "")}},
+        422,
+        "-F file=@",
+    ),
     "multipart-no-boundary": ("/v1/predict", _raw(b"--x\r\n\r\n", "multipart/form-data"), 422, ""),
-    "batch-10000": ("/v1/predict/batch", _raw(b'{"images": [' + b",".join([b"0"] * 10_000) + b"]}", "application/json"), 422, "10,000 images"),
+    "batch-10000": (
+        "/v1/predict/batch",
+        _raw(b'{"images": [' + b",".join([b"0"] * 10_000) + b"]}", "application/json"),
+        422,
+        "10,000 images",
+    ),
     "batch-empty": ("/v1/predict/batch", _json({"images": []}), 422, "non-empty"),
     "batch-one-bad": ("/v1/predict/batch", _json({"images": [ZEROS, ZEROS[:3]]}), 422, "images[1]"),
-    "batch-raw-image": ("/v1/predict/batch", _raw(png(np.eye(28, dtype=np.uint8)), "image/png"), 415, "multipart/form-data or JSON"),
+    "batch-raw-image": (
+        "/v1/predict/batch",
+        _raw(png(np.eye(28, dtype=np.uint8)), "image/png"),
+        415,
+        "multipart/form-data or JSON",
+    ),
     "get-predict": ("/v1/predict", {"method": "GET"}, 405, ""),
     "unknown-path": ("/v2/predict", {"method": "GET"}, 404, ""),
 }

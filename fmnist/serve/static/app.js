@@ -22,7 +22,12 @@ async function call(url, options) {
   return body;
 }
 
+let sentUrl = null;
+
 function classifyFile(blob, name) {
+  if (sentUrl) URL.revokeObjectURL(sentUrl);
+  sentUrl = URL.createObjectURL(blob);
+  $("sent").src = sentUrl;
   const form = new FormData();
   form.append("file", blob, name);
   return classify(`/v1/predict?top_k=${TOP_K}`, { method: "POST", body: form }, null);
@@ -59,6 +64,7 @@ function show(answer, sample) {
   const seen = $("seen");
   seen.src = sample ? pixelsToDataUrl(sample.pixels) : answer.model_input_png;
   seen.hidden = false;
+  $("sent-figure").hidden = Boolean(sample); // a test image is sent as it is: nothing else to show
   $("result-label").textContent = answer.predicted_name;
   $("result-confidence").textContent = `${(answer.confidence * 100).toFixed(1)}%`;
   const actual = $("result-actual");
