@@ -90,10 +90,11 @@ def live_server(browser, smoke_run):
     import uvicorn
 
     from fmnist.serve.app import create_app
+    from fmnist.serve.settings import ServeSettings
 
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(smoke_run), host="127.0.0.1", port=free_port(), log_level="warning")
-    )
+    # A low pixel limit, so that a test can see the page scale a large photo down to fit it.
+    app = create_app(smoke_run, ServeSettings(max_pixels=1_000_000))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -110,7 +111,13 @@ def answers(page) -> int:
 
 
 def wait_for_answer(page, before: int) -> None:
-    page.wait_for_function(f"Number(document.getElementById('result').dataset.answers || 0) > {before}", timeout=15000)
+    """Until the page shows its next answer; an error message shown instead fails the test."""
+    page.wait_for_function(
+        f"Number(document.getElementById('result').dataset.answers || 0) > {before}"
+        " || !document.getElementById('error').hidden",
+        timeout=15000,
+    )
+    assert page.is_hidden("#error"), page.text_content("#error")
 
 
 @needs_real_data
@@ -136,6 +143,16 @@ def test_page_classifies_an_upload_a_drawing_and_a_test_image(page, live_server,
     assert page.text_content("#result-label") == expected.predicted_name == CLASS_NAMES[expected.predicted]
     assert page.locator("#bars li").count() == 5
     assert page.evaluate("document.getElementById('seen').naturalWidth") == 28
+
+    # A photo over the server's pixel limit: the page scales it down instead of failing.
+    photo = Image.new("L", (1500, 1000), 255)
+    photo.paste(Image.fromarray(255 - test.images[0]).resize((560, 560)), (400, 200))
+    photo.save(tmp_path / "large-photo.png")
+    n = answers(page)
+    page.set_input_files("#file-input", str(tmp_path / "large-photo.png"))
+    wait_for_answer(page, n)
+    assert page.is_hidden("#error")
+    assert page.text_content("#result-label") in CLASS_NAMES
 
     n = answers(page)
     box = page.locator("#draw-canvas").bounding_box()

@@ -218,6 +218,11 @@ async def _uploads(request: Request, settings: ServeSettings, batch: bool) -> li
     try:
         form = await request.form(max_files=limit + 1, max_fields=limit + 16)
     except HTTPException as e:  # Starlette's 400 for a malformed form or too many parts
+        if "Too many files" in str(e.detail):
+            what = "one image per request here; send several to /v1/predict/batch"
+            raise BadRequest(
+                422, what if not batch else f"more than {limit} images in one batch; this server takes at most {limit}"
+            ) from None
         raise BadRequest(422, f"unreadable multipart form: {e.detail}") from None
     try:
         files, texts = [], []

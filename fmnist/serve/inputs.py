@@ -21,6 +21,8 @@ from ..images import preprocess_bytes
 from ..spec import IMAGE_SIZE
 
 SHAPE = (IMAGE_SIZE, IMAGE_SIZE)
+# Pillow refuses to even open an image declaring more than twice its limit (~179 MP).
+BEYOND_PILLOW = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485) + 1
 JSON_HINT = 'send {"pixels": [[28 numbers 0-255], ... 28 rows]}'
 BATCH_HINT = 'send {"images": [[[28 numbers 0-255], ... 28 rows], ...]}'
 
@@ -93,7 +95,7 @@ def _check_one(item: Any, name: str) -> None:
 
 def declared_pixels(data: bytes) -> int:
     """Width × height from the image's header (0 when Pillow cannot read it: decoding will
-    say why); nothing is decoded."""
+    say why; :data:`BEYOND_PILLOW` past the size Pillow refuses to open); nothing is decoded."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -101,7 +103,7 @@ def declared_pixels(data: bytes) -> int:
                 w, h = im.size
                 return w * h
     except Image.DecompressionBombError:
-        return 1 << 62
+        return BEYOND_PILLOW
     except Exception:  # any unreadable header: decode_image names the problem
         return 0
 
@@ -109,12 +111,14 @@ def declared_pixels(data: bytes) -> int:
 def preprocess_files(files: list[tuple[str, bytes]], max_pixels: int) -> np.ndarray:
     """uint8 N×28×28, each file through ``fmnist predict FILE``'s preprocessing. The
     pixel limit holds for the whole request, checked on the headers before any decoding."""
-    total = sum(declared_pixels(data) for _, data in files)
+    sizes = [declared_pixels(data) for _, data in files]
+    total = sum(sizes)
     if total > max_pixels:
         what = "the images declare" if len(files) > 1 else f"{files[0][0]} declares"
+        count = f"over {BEYOND_PILLOW - 1:,}" if BEYOND_PILLOW in sizes else f"{total:,}"
         raise BadRequest(
             413,
-            f"{what} {total:,} pixels, more than this server's limit of {max_pixels:,} "
+            f"{what} {count} pixels, more than this server's limit of {max_pixels:,} "
             "(a decompression bomb, or a very large photo); scale it down first",
         )
     out = []

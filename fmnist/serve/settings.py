@@ -35,7 +35,7 @@ class ServeSettings:
     max_body_bytes: int = _setting(16 * 1024 * 1024, "Largest request body in bytes; a bigger one gets 413.")
     max_batch: int = _setting(64, "Most images in one /v1/predict/batch request; more gets 422.")
     max_pixels: int = _setting(
-        50_000_000,
+        25_000_000,
         "Most pixels (width × height, summed over a batch) the uploaded images may declare; more gets 413 "
         "before anything is decoded (decompression bombs).",
     )

@@ -23,6 +23,34 @@ async function call(url, options) {
 }
 
 let sentUrl = null;
+let limits = null; // the server's, from the model card
+
+// A photo over the server's limits is scaled down here first (to fit them, and 2048 pixels
+// at most on its longest side; PNG, so a transparent background stays transparent); any other file is sent as it is, so the answer
+// is exactly `fmnist predict FILE`'s.
+async function fitToLimits(file) {
+  if (!limits || !window.createImageBitmap) return file;
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+  } catch (_) {
+    return file; // not an image the browser reads: the server will say what is wrong
+  }
+  const { width, height } = bitmap;
+  if (width * height <= limits.max_pixels && file.size <= limits.max_body_bytes) return file;
+  const scale = Math.min(1, 2048 / Math.max(width, height), Math.sqrt((0.9 * limits.max_pixels) / (width * height)));
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.max(1, Math.round(width * scale));
+  canvas.height = Math.max(1, Math.round(height * scale));
+  const ctx = canvas.getContext("2d");
+  ctx.imageSmoothingQuality = "high";
+  ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  return new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+}
+
+async function classifyPhoto(file) {
+  classifyFile(await fitToLimits(file), file.name);
+}
 
 function classifyFile(blob, name) {
   if (sentUrl) URL.revokeObjectURL(sentUrl);
@@ -124,6 +152,7 @@ function normalization(n) {
 
 async function loadCard() {
   const card = await call("/v1/model");
+  limits = card.limits;
   $("model-line").textContent = `Model: ${card.name} (${card.run}) on ${card.backend_name}.`;
   const rows = [
     ["Architecture", card.name + (card.preset ? ` (preset ${card.preset})` : "")],
@@ -180,7 +209,7 @@ function setUpDrop() {
   const drop = $("drop");
   $("file-input").addEventListener("change", (e) => {
     const file = e.target.files[0];
-    if (file) classifyFile(file, file.name);
+    if (file) classifyPhoto(file);
     e.target.value = ""; // choosing the same file again classifies it again
   });
   drop.addEventListener("dragover", (e) => {
@@ -192,7 +221,7 @@ function setUpDrop() {
     e.preventDefault();
     drop.classList.remove("over");
     const file = e.dataTransfer.files[0];
-    if (file) classifyFile(file, file.name);
+    if (file) classifyPhoto(file);
   });
 }
 
