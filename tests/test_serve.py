@@ -422,6 +422,15 @@ def test_the_server_never_imports_training():
     assert "train.py" not in names, sorted(names)
 
 
+def test_workers_listen_on_a_socket_that_gets_tcp_nodelay():
+    """Keep-alive requests to several workers must not wait on delayed ACKs (server.TcpConfig)."""
+    from fmnist.serve.server import TcpConfig
+
+    config = TcpConfig("fmnist.serve.server:app_from_env", factory=True, host="127.0.0.1", port=free_port(), workers=2)
+    with config.bind_socket() as sock:
+        assert sock.proto == socket.IPPROTO_TCP and sock.get_inheritable()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -450,6 +459,13 @@ def test_two_workers_share_their_metrics(synthetic_run, test_set):
             r = httpx.post(f"{url}/v1/predict", json={"pixels": test_set.images[0].tolist()})
             assert r.status_code == 200
             pids.add(httpx.get(f"{url}/healthz").json()["pid"])
+        with httpx.Client(base_url=url) as keep_alive:  # one connection: TCP_NODELAY matters
+            times = []
+            for _ in range(10):
+                t0 = time.perf_counter()
+                keep_alive.get("/healthz")
+                times.append(time.perf_counter() - t0)
+        assert sorted(times)[5] < 0.030, times  # without TCP_NODELAY: about 44 ms each
         text = httpx.get(f"{url}/metrics").text
         assert len(pids) == 2, pids
         assert 'fmnist_http_requests_total{endpoint="/v1/predict",method="POST",status="200"} 40.0' in text
