@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import json
 import os
@@ -19,6 +20,8 @@ import pytest
 from conftest import run_cli
 from PIL import Image
 
+if os.environ.get("CI") and importlib.util.find_spec("fastapi") is None:
+    pytest.fail("CI must test the server: install the serve extra (make venv does)", pytrace=False)
 pytest.importorskip("fastapi", reason="the server's extra is not installed: pip install 'fmnist[serve]'")
 from fastapi.testclient import TestClient  # noqa: E402
 
