@@ -16,6 +16,8 @@ from typer import Abort
 from .console import make_console
 from .errors import FmnistError
 from .files import dumps
+from .serve.settings import FIELDS as SERVE_FIELDS
+from .serve.settings import ServeSettings
 
 try:  # recent Typer vendors its own copy of Click
     from typer._click.exceptions import ClickException, UsageError
@@ -543,6 +545,54 @@ def os_error_line(e: OSError) -> str:
     cause = e.strerror or str(e)
     hint = _OS_HINTS.get(e.errno)
     return f"{where}: {cause}" + (f" ({hint})" if hint else "")
+
+
+def _serve_option(name: str):
+    """A `fmnist serve` option whose default and help come from ServeSettings."""
+    f = SERVE_FIELDS[name]
+    flag = "--" + name.replace("_", "-")
+    decls = [f"{flag}/--no-{flag[2:]}"] if isinstance(f.default, bool) else [flag]
+    return typer.Option(f.default, *decls, help=f.metadata["help"])
+
+
+@app.command("serve")
+def serve_cmd(
+    run: Path = typer.Argument(..., help="Run folder or model file."),
+    host: str = _serve_option("host"),
+    port: int = _serve_option("port"),
+    workers: int = _serve_option("workers"),
+    backend: str = _serve_option("backend"),
+    threads: int = _serve_option("threads"),
+    max_body_bytes: int = _serve_option("max_body_bytes"),
+    max_batch: int = _serve_option("max_batch"),
+    max_pixels: int = _serve_option("max_pixels"),
+    top_k: int = _serve_option("top_k"),
+    access_log: bool = _serve_option("access_log"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=SERVE_FIELDS["data_dir"].metadata["help"]),
+    no_verify: bool = NoVerify,
+):
+    """A REST API and a web page for the model (FastAPI on Uvicorn): open http://HOST:PORT/
+    for the page, /docs for the API. Needs `pip install 'fmnist[serve]'`."""
+    try:
+        from .serve.server import serve
+    except ImportError as e:
+        raise FmnistError(f"the server needs {e.name}: pip install 'fmnist[serve]'") from None
+
+    settings = ServeSettings(
+        host=host,
+        port=port,
+        workers=workers,
+        backend=backend,
+        threads=threads,
+        max_body_bytes=max_body_bytes,
+        max_batch=max_batch,
+        max_pixels=max_pixels,
+        top_k=top_k,
+        access_log=access_log,
+        data_dir=str(data_dir) if data_dir else None,
+        verify=not no_verify,
+    )
+    serve(run, settings)
 
 
 def main() -> None:

@@ -24,3 +24,11 @@ class ChecksumError(FmnistError):
 
 class ModelFileError(FmnistError):
     """A model file is missing, damaged or not an fmnist model."""
+
+
+class NotAnImageError(FmnistError):
+    """A file or upload is not in any image format Pillow reads."""
+
+
+class ImageTooLargeError(FmnistError):
+    """An image declares more pixels than the limit (a decompression bomb, or a huge photo)."""

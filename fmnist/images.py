@@ -11,6 +11,7 @@ briefly trained model (77% accurate) gives the same answer for 96-98% of them.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import warnings
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import FmnistError
+from .errors import FmnistError, ImageTooLargeError, NotAnImageError
 from .spec import IMAGE_SIZE
 
 # Pillow only warns below 2× its own limit (~179 MP); a photo of one garment never needs
@@ -34,11 +35,12 @@ FOREGROUND_THRESHOLD = 0.05 * 255
 EDGE_THRESHOLD = 40.0
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
+def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.Image:
     """Read an image file (its first frame), upright as its EXIF orientation says.
 
     Every way a file can fail to be a usable image ends in :class:`FmnistError` with one
-    line naming the file.
+    line naming the file: :class:`NotAnImageError` when Pillow does not know the format,
+    :class:`ImageTooLargeError` above ``max_pixels`` (default :data:`MAX_PIXELS`).
     """
     path = Path(path)
     if not path.exists():
@@ -46,15 +48,27 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     if path.is_dir():
         raise FmnistError(f"{path}: is a folder; pass image files")
     if path.stat().st_size == 0:
-        raise FmnistError(f"{path}: the file is empty; pass a PNG, JPEG, GIF, BMP, TIFF or WebP image")
+        raise NotAnImageError(f"{path}: the file is empty; pass a PNG, JPEG, GIF, BMP, TIFF or WebP image")
+    return _open(path, str(path), max_pixels)
+
+
+def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = None) -> Image.Image:
+    """:func:`load_image` for bytes in memory (an upload); errors name ``name``."""
+    if not data:
+        raise NotAnImageError(f"{name}: the file is empty; send a PNG, JPEG, GIF, BMP, TIFF or WebP image")
+    return _open(io.BytesIO(data), name, max_pixels)
+
+
+def _open(source: Path | io.BytesIO, name: str, max_pixels: int | None) -> Image.Image:
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
     try:
         with warnings.catch_warnings():
             # Our own size limit below replaces Pillow's warning.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-                if w * h > MAX_PIXELS:
-                    raise _too_big(path, w, h)
+            with Image.open(source) as im:
+                w, h = im.size  # from the header: nothing is decoded yet
+                if w * h > limit:
+                    raise _too_big(name, limit, w, h)
                 im.seek(0)  # the first frame of an animation
                 im.load()
                 upright = ImageOps.exif_transpose(im)
@@ -63,21 +77,21 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     except FmnistError:
         raise
     except Image.DecompressionBombError:  # beyond twice Pillow's limit it refuses to open
-        raise _too_big(path) from None
+        raise _too_big(name, limit) from None
     except UnidentifiedImageError:
-        raise FmnistError(
-            f"{path}: not an image Pillow can read; pass a PNG, JPEG, GIF, BMP, TIFF or WebP file"
+        raise NotAnImageError(
+            f"{name}: not an image Pillow can read; pass a PNG, JPEG, GIF, BMP, TIFF or WebP file"
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
         # Truncated or corrupt data surfaces as any of these, depending on the format.
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FmnistError(f"{path}: damaged or truncated image ({reason}); re-save or re-download it") from None
+        raise FmnistError(f"{name}: damaged or truncated image ({reason}); re-save or re-download it") from None
 
 
-def _too_big(path: Path, w: int | None = None, h: int | None = None) -> FmnistError:
+def _too_big(name: str, limit: int, w: int | None = None, h: int | None = None) -> FmnistError:
     size = f"{w}×{h} is " if w else ""
-    return FmnistError(
-        f"{path}: {size}more than the limit of {MAX_PIXELS:,} pixels "
+    return ImageTooLargeError(
+        f"{name}: {size}more than the limit of {limit:,} pixels "
         "(a decompression bomb, or an unusually large photo); scale it down first"
     )
 
@@ -214,9 +228,16 @@ def preprocess_file(path: str | os.PathLike) -> np.ndarray:
         raise FmnistError(f"{path}: {e}") from None
 
 
-def to_png(pixels: np.ndarray) -> bytes:
-    import io
+def preprocess_bytes(data: bytes, name: str = "upload", max_pixels: int | None = None) -> np.ndarray:
+    """:func:`preprocess_file` for an image held in memory (an upload to the server)."""
+    img = decode_image(data, name, max_pixels)
+    try:
+        return to_fashion_mnist(img)
+    except FmnistError as e:
+        raise FmnistError(f"{name}: {e}") from None
 
+
+def to_png(pixels: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(pixels, "L").save(buf, format="PNG")
     return buf.getvalue()

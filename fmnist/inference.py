@@ -123,14 +123,19 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def onnx_session(path: str | os.PathLike | bytes):
-    """An ONNX Runtime CPU session for ``path`` (a file or the model's bytes)."""
+def onnx_session(path: str | os.PathLike | bytes, threads: int | None = None):
+    """An ONNX Runtime CPU session for ``path`` (a file or the model's bytes). ``threads``:
+    intra-op threads (default: ONNX Runtime's, one per core); a server running one
+    session per worker process wants 1, or the workers fight over the cores."""
     try:
         import onnxruntime as ort  # optional: only `fmnist[onnx]` installs it
     except ImportError:
         raise FmnistError("onnxruntime is not installed; pip install 'fmnist[onnx]' or use --backend torch") from None
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # errors only: ORT's warnings are about its own internals
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
     src = path if isinstance(path, bytes) else str(path)
     try:
         return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
@@ -176,9 +181,12 @@ class Predictor:
         return softmax(self.logits(images, tta))
 
 
-def load_predictor(run: str | os.PathLike | torch.nn.Module, backend: str = "auto") -> Predictor:
+def load_predictor(
+    run: str | os.PathLike | torch.nn.Module, backend: str = "auto", threads: int | None = None
+) -> Predictor:
     """``backend``: "torch", "onnx" (the run's model.onnx, which must match its weights) or
-    "auto" (ONNX when that works, PyTorch otherwise)."""
+    "auto" (ONNX when that works, PyTorch otherwise). ``threads``: ONNX Runtime's intra-op
+    threads (PyTorch's are per process: ``torch.set_num_threads``)."""
     if backend not in BACKENDS:
         raise FmnistError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if isinstance(run, torch.nn.Module):
@@ -188,7 +196,7 @@ def load_predictor(run: str | os.PathLike | torch.nn.Module, backend: str = "aut
     path = resolve_model_path(run)
     if backend == "onnx" or (backend == "auto" and (path.parent / ONNX_FILE).exists() and have_onnxruntime()):
         try:
-            return Predictor("onnx", read_model_info(path), session=matching_onnx(path))
+            return Predictor("onnx", read_model_info(path), session=matching_onnx(path, threads))
         except FmnistError as e:
             if backend == "onnx":
                 raise
@@ -197,13 +205,13 @@ def load_predictor(run: str | os.PathLike | torch.nn.Module, backend: str = "aut
     return Predictor("torch", info, model=model)
 
 
-def matching_onnx(model_path: Path):
+def matching_onnx(model_path: Path, threads: int | None = None):
     """The session of the ``model.onnx`` beside ``model_path``, if it was exported from
     exactly these weights."""
     onnx_path = model_path.parent / ONNX_FILE
     if not onnx_path.is_file():
         raise FmnistError(f"{onnx_path}: no such file; run `fmnist export {model_path.parent}` first")
-    session = onnx_session(onnx_path)
+    session = onnx_session(onnx_path, threads)
     meta = session.get_modelmeta().custom_metadata_map
     # A retrained run keeps the old model.onnx beside new weights; it must not answer for them.
     if meta.get(SOURCE_HASH_KEY) != file_sha256(model_path):

@@ -1,0 +1,68 @@
+"""Prometheus metrics: requests by endpoint and status, request latency, inference time.
+
+With several workers each process counts in files under ``PROMETHEUS_MULTIPROC_DIR`` and
+``/metrics`` adds them up (prometheus-client's multiprocess mode), so whichever worker
+answers the scrape reports the whole server. prometheus-client picks the mode when it is
+imported: the launcher (:mod:`fmnist.serve.server`) sets the variable before it starts the
+workers.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Seconds: a request to a small model takes about a millisecond, a large photo's upload a second.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def multiprocess_mode() -> bool:
+    return bool(os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ENV.lower()))
+
+
+class Metrics:
+    """One app's metrics, in a registry of its own (several apps in one process, as in the
+    tests, must not collide in the global one)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "fmnist_http_requests",
+            "HTTP requests by endpoint, method and status code.",
+            ["endpoint", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "fmnist_http_request_duration_seconds",
+            "Time from a request's arrival to its response's last byte, by endpoint.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inference = Histogram(
+            "fmnist_inference_seconds",
+            "Time the model takes per call (one image, or one batch), by backend.",
+            ["backend"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.images = Counter("fmnist_images", "Images classified.", registry=self.registry)
+
+    def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint, method, str(status)).inc()
+        self.latency.labels(endpoint).observe(seconds)
+
+    def observe_inference(self, backend: str, seconds: float, images: int) -> None:
+        self.inference.labels(backend).observe(seconds)
+        self.images.inc(images)
+
+    def exposition(self) -> bytes:
+        """The text format, summed over all worker processes in multiprocess mode."""
+        if multiprocess_mode():
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
