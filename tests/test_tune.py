@@ -19,6 +19,7 @@ from postgres import debian_postgres_version, throwaway_cluster
 
 from fmnist import tune as ftune
 from fmnist.config import TrainConfig
+from fmnist.tune_results import importances
 
 SEED_ONLY = {"model": {"choices": ["seed"]}, "batch_size": {"choices": [128, 256]}}
 
@@ -148,7 +149,7 @@ def test_too_few_trials_for_importances():
             params={"lr": 0.1}, distributions={"lr": optuna.distributions.FloatDistribution(0.01, 1)}, value=0.5
         )
     )
-    assert "not enough completed trials" in ftune.importances(study)
+    assert "not enough completed trials" in importances(study)
 
 
 def test_ctrl_c_stops_after_the_current_trial(monkeypatch, capsys, tmp_path, synthetic_dir):
