@@ -353,8 +353,13 @@ def tune_cmd(
     command continues it. Writes best_config.json (for `fmnist train --config`), summary.md
     and history.png into the study folder.
     """
-    from .tune import TuneOptions, tune
-    from .tune import show as show_study
+    try:
+        from .tune import TuneOptions, tune
+        from .tune import show as show_study
+    except ModuleNotFoundError as e:
+        if e.name not in ("optuna", "sqlalchemy"):
+            raise
+        raise FmnistError(f"fmnist tune needs {e.name}: pip install -c constraints.txt -e '.[tune]'") from None
 
     if show:
         print(show_study(study, storage, str(out_dir) if out_dir else None))
