@@ -354,6 +354,72 @@ train_cmd.__annotations__ = {p.name: p.annotation for p in train_cmd.__signature
 app.command("train")(train_cmd)
 
 
+@app.command("tune")
+def tune_cmd(
+    study: str = typer.Option(
+        ..., "--study", help="Study name; run the same command again (or on more workers) to continue it."
+    ),
+    show: bool = typer.Option(False, "--show", help="Print the trial table of the existing study and exit."),
+    storage: Optional[str] = typer.Option(
+        None,
+        "--storage",
+        help="SQLAlchemy URL, e.g. postgresql://USER:PASS@HOST/DB (default: a journal file in --out).",
+    ),
+    trials: int = typer.Option(20, "--trials", min=1, help="Trials in the whole study (over all workers and runs)."),
+    timeout: Optional[float] = typer.Option(
+        None, "--timeout", min=0, help="Start no new trial after this many seconds."
+    ),
+    epochs_per_trial: int = typer.Option(
+        3, "--epochs-per-trial", "--budget", min=1, help="Most epochs one trial trains."
+    ),
+    subset: int = typer.Option(0, "--subset", min=0, help="Train each trial on this many images (0: all)."),
+    space: Optional[Path] = typer.Option(
+        None, "--space", help="JSON or TOML file narrowing or widening the search space."
+    ),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Study folder (default tunes/STUDY)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the sampler and of every trial's training."),
+    pruner: str = typer.Option("median", "--pruner", help="median, halving (successive halving) or none."),
+    threads: int = typer.Option(0, "--threads", min=0, help="PyTorch CPU threads per worker (0: default)."),
+    val_size: int = typer.Option(5000, "--val-size", min=1, help="Training images held out to score each trial."),
+    data_dir: Optional[Path] = DataDir,
+    no_verify: bool = NoVerify,
+):
+    """Search hyperparameters with Optuna (TPE, pruning on validation accuracy; never the test set).
+
+    Ctrl-C stops after the current trial (twice: at once); the study stays and the same
+    command continues it. Writes best_config.json (for `fmnist train --config`), summary.md
+    and history.png into the study folder.
+    """
+    try:
+        from .tune import TuneOptions, tune
+        from .tune import show as show_study
+    except ModuleNotFoundError as e:
+        if e.name not in ("optuna", "sqlalchemy"):
+            raise
+        raise FmnistError(f"fmnist tune needs {e.name}: pip install -c constraints.txt -e '.[tune]'") from None
+
+    if show:
+        print(show_study(study, storage, str(out_dir) if out_dir else None))
+        return
+    opts = TuneOptions(
+        study=study,
+        storage=storage,
+        trials=trials,
+        timeout=timeout,
+        epochs_per_trial=epochs_per_trial,
+        subset=subset,
+        space_file=str(space) if space else None,
+        out=str(out_dir) if out_dir else None,
+        seed=seed,
+        pruner=pruner,
+        data_dir=str(data_dir) if data_dir else None,
+        verify=not no_verify,
+        threads=threads,
+        val_size=val_size,
+    )
+    tune(opts, log=lambda m: print(m, flush=True))
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     run: Path = typer.Argument(..., help="Run folder or model file."),
