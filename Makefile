@@ -7,7 +7,7 @@ PRESET ?= quick
 # Every pip call uses the constraints file: an unpinned torch would pull a multi-GB CUDA build.
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test test-accuracy venv data lint bench clean
+.PHONY: run test test-accuracy venv keras-venv data lint bench clean
 
 venv: $(VENV)/.installed
 
@@ -32,9 +32,18 @@ test: venv
 test-accuracy: venv
 	$(BIN)/python -m pytest -q -m accuracy
 
+# The Keras notebook baseline for benchmarks/time_to_accuracy.py, in a virtual environment of its
+# own: fmnist does not depend on TensorFlow, and its CPU wheel is large (~250 MB).
+keras-venv: .venv-keras/.installed
+
+.venv-keras/.installed:
+	test -x .venv-keras/bin/python || $(PYTHON) -m venv .venv-keras
+	.venv-keras/bin/python -m pip install --quiet --disable-pip-version-check 'tensorflow-cpu>=2.16' numpy
+	touch $@
+
 lint: venv
 	$(BIN)/ruff check fmnist tests benchmarks
 	$(BIN)/ruff format --check fmnist tests benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-keras build *.egg-info .pytest_cache .ruff_cache
