@@ -30,8 +30,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The original notebook: its CNN, Adam 1e-3, batch 32, 5 epochs, no augmentation.
     "notebook": {},
     # The shortest recipe that beats the notebook (>= 91% test; target <= 20 s of training on
-    # 2 CPU cores). Chosen on validation accuracy among 8 variants, 2026-11-28 (docs/benchmarks.md,
-    # "sprint"): the pool-first network (BN and ReLU on pooled maps: on a CPU the memory-bound
+    # 2 CPU cores). Chosen on validation accuracy among 10 variants, 2026-11-28 (docs/benchmarks.md,
+    # "How `sprint` was chosen"): the pool-first network (BN and ReLU on pooled maps: on a CPU the memory-bound
     # steps, not the multiply-adds, bound a network this small), batch 128 for more steps, and no
     # translations: in 3 epochs they cost accuracy, as the ablation found for short runs.
     "sprint": {
