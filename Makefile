@@ -7,13 +7,13 @@ PRESET ?= quick
 # Every pip call uses the constraints file: an unpinned torch would pull a multi-GB CUDA build.
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test test-accuracy venv data lint bench clean
+.PHONY: run test test-accuracy notebook venv data lint bench clean
 
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PIP) -e '.[onnx,serve,tune,dev]'
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PIP) -e '.[onnx,serve,tune,dev,notebook]'
 	touch $@
 
 data: venv
