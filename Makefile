@@ -32,9 +32,14 @@ test: venv
 test-accuracy: venv
 	$(BIN)/python -m pytest -q -m accuracy
 
+# Re-runs notebooks/fashion_mnist.ipynb top to bottom in this venv's kernel and stores the outputs
+# in place (nbclient, no browser); a cell error stops it and leaves the file as it was.
+notebook: venv data
+	$(BIN)/jupyter-execute --inplace --timeout=900 notebooks/fashion_mnist.ipynb
+
 lint: venv
-	$(BIN)/ruff check fmnist tests benchmarks
-	$(BIN)/ruff format --check fmnist tests benchmarks
+	$(BIN)/ruff check fmnist tests benchmarks notebooks
+	$(BIN)/ruff format --check fmnist tests benchmarks notebooks
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
