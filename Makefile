@@ -7,13 +7,13 @@ PRESET ?= quick
 # Every pip call uses the constraints file: an unpinned torch would pull a multi-GB CUDA build.
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test test-accuracy venv keras-venv data lint bench clean
+.PHONY: run test test-accuracy notebook venv keras-venv data lint bench clean
 
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PIP) -e '.[onnx,serve,tune,dev]'
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PIP) -e '.[onnx,serve,tune,dev,notebook]'
 	touch $@
 
 data: venv
@@ -32,6 +32,11 @@ test: venv
 test-accuracy: venv
 	$(BIN)/python -m pytest -q -m accuracy
 
+# Re-runs notebooks/fashion_mnist.ipynb top to bottom in this venv's kernel and stores the outputs
+# in place (nbclient, no browser); a cell error stops it and leaves the file as it was.
+notebook: venv data
+	$(BIN)/jupyter-execute --inplace --timeout=900 notebooks/fashion_mnist.ipynb
+
 # The Keras notebook baseline for benchmarks/time_to_accuracy.py, in a virtual environment of its
 # own: fmnist does not depend on TensorFlow, and its CPU wheel is large (~250 MB).
 keras-venv: .venv-keras/.installed
@@ -42,8 +47,8 @@ keras-venv: .venv-keras/.installed
 	touch $@
 
 lint: venv
-	$(BIN)/ruff check fmnist tests benchmarks
-	$(BIN)/ruff format --check fmnist tests benchmarks
+	$(BIN)/ruff check fmnist tests benchmarks notebooks
+	$(BIN)/ruff format --check fmnist tests benchmarks notebooks
 
 clean:
 	rm -rf $(VENV) .venv-keras build *.egg-info .pytest_cache .ruff_cache
