@@ -10,6 +10,10 @@ class FmnistError(Exception):
     """A problem the user can fix; the message says what is wrong and how to fix it."""
 
 
+class TrainingDiverged(FmnistError):
+    """The training loss became NaN or infinite (usually: the learning rate is too high)."""
+
+
 class IdxError(FmnistError):
     """An IDX file is malformed, truncated or not what it claims to be."""
 

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from . import augment, distributed
 from .config import TrainConfig
 from .data import Split, load_split, validation_split
-from .errors import FmnistError
+from .errors import FmnistError, TrainingDiverged
 from .files import LOCK_NAME
 from .inference import predict_logits, resolve_device, resolve_precision
 from .modelfile import MODEL_FILE, ModelInfo, save_model
@@ -362,7 +362,7 @@ class Trainer:
         loss_sum, correct = self.world.sum([self.loss_sum.item(), float(self.correct.item())], dev)
         train_loss = loss_sum / (self.steps * self.world.size)
         if not math.isfinite(train_loss):
-            raise FmnistError(
+            raise TrainingDiverged(
                 f"the training loss became {train_loss} in epoch {self.epoch}: training diverged, most likely "
                 f"because the learning rate ({cfg.lr}) is too high for this recipe; lower --lr and retrain. "
                 + (

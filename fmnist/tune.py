@@ -36,7 +36,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
 from .config import TrainConfig, load_config_file
-from .errors import FmnistError
+from .errors import FmnistError, TrainingDiverged
 from .presets import preset_config
 from .train import Callback, Trainer
 from .tune_results import BEST_CONFIG, HISTORY_PNG, SUMMARY, fmt_value, trial_table, write_results
@@ -421,6 +421,14 @@ def run_trial(study: optuna.Study, space, base: TrainConfig, folder: Path, seed:
         study.tell(trial, state=TrialState.PRUNED)
         shutil.rmtree(out, ignore_errors=True)
         _progress(study, trial.number, "PRUNED", trial, time.perf_counter() - t0, str(e), log)
+        return
+    except TrainingDiverged:
+        # A recipe that diverges is a (bad) result of the search, not a reason to stop it:
+        # pruned, so it counts as a trial and TPE ranks it below every completed one.
+        trial.set_user_attr("diverged", True)
+        study.tell(trial, state=TrialState.PRUNED)
+        shutil.rmtree(out, ignore_errors=True)
+        _progress(study, trial.number, "PRUNED", trial, time.perf_counter() - t0, "diverged (NaN loss)", log)
         return
     except BaseException:
         study.tell(trial, state=TrialState.FAIL)

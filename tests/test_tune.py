@@ -174,6 +174,32 @@ def test_ctrl_c_stops_after_the_current_trial(monkeypatch, capsys, tmp_path, syn
     assert (out / "best_config.json").is_file()
 
 
+def test_a_diverging_trial_is_pruned_and_the_search_goes_on(monkeypatch, capsys, tmp_path, synthetic_dir):
+    """A learning rate that makes the loss NaN is a bad result, not the end of the study."""
+    from fmnist.errors import TrainingDiverged
+    from fmnist.train import Trainer
+
+    real_epoch = Trainer.train_epoch
+
+    def diverge_in_trial_0(self):
+        if Path(self.config.out).name == "0000":
+            raise TrainingDiverged("the training loss became nan in epoch 1: training diverged")
+        return real_epoch(self)
+
+    monkeypatch.setattr(Trainer, "train_epoch", diverge_in_trial_0)
+    out = tmp_path / "study"
+    space = space_file(tmp_path, epochs={"low": 1, "high": 1})
+    code, stdout, err = run_cli(
+        monkeypatch, capsys, *tune_args(synthetic_dir, out, space, "--study", "s", "--trials", 3)
+    )
+    assert code == 0, err
+    assert "diverged" in stdout
+    study = optuna.load_study(study_name="s", storage=ftune.open_storage(None, out))
+    assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert study.trials[0].user_attrs["diverged"] is True
+    assert (out / "best_config.json").is_file()
+
+
 # --- storages and several workers ----------------------------------------------------------------
 
 
