@@ -43,6 +43,7 @@ REPORT_FIGURES = (
     "confused_pairs.png",
     "misclassified.png",
     "reliability.png",
+    "reliability_uncalibrated.png",
     "first_test_image.png",
 )
 # Written later by evaluate, export and report from the trained model: stale once it is retrained.
