@@ -13,7 +13,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PIP) -e '.[onnx,serve,tune,dev]'
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PIP) -e '.[onnx,serve,tune,audit,dev]'
 	touch $@
 
 data: venv

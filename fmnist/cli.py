@@ -616,6 +616,64 @@ def calibrate_cmd(
     )
 
 
+@app.command("audit")
+def audit_cmd(
+    run: Path = typer.Argument(
+        ..., help="Run folder from `fmnist train` (its model gives the test set's probabilities)."
+    ),
+    folds: int = typer.Option(5, "--folds", "-k", min=2, max=20, help="K of the cross-validation on the training set."),
+    preset: str = typer.Option("notebook", "--preset", help="Recipe of each fold's model (a preset's values)."),
+    epochs: int = typer.Option(
+        2, "--epochs", min=1, help="Epochs per fold model (cheap: it only needs probabilities)."
+    ),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Batch of the fold models."),
+    lr: float = typer.Option(3e-3, "--lr", min=0, help="Learning rate of the fold models."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the fold assignment and the fold models."),
+    model: Optional[str] = typer.Option(
+        None, "--model", help="Architecture of the fold models (default: the preset's)."
+    ),
+    grid: int = typer.Option(40, "--grid", min=1, max=200, help="Suspects per split shown in the grids and the page."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    data_dir: Optional[Path] = DataDir,
+    no_verify: bool = NoVerify,
+):
+    """Likely label errors in the training and test sets, by confident learning (cleanlab) on
+    out-of-sample probabilities: K-fold cross-validation on the training set, the run's model on
+    the test set. Writes label_audit.csv (ranked), label_audit_{train,test}.png and
+    label_audit.html into the run folder; the fold runs go to RUN/audit/. Flagged images are
+    suspects, not proven errors. Needs `pip install 'fmnist[audit]'`."""
+    from .audit import audit, options_from
+    from .spec import CLASS_NAMES
+
+    opts = options_from(
+        folds=folds,
+        preset=preset,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        grid=grid,
+        device=device,
+        data_dir=str(data_dir) if data_dir else None,
+        verify=not no_verify,
+        overrides={"model": model, "model_args": {}} if model else {},
+    )
+    r = audit(run, opts, log=lambda m: print(m, flush=True))
+    for split in ("train", "test"):
+        n, size = len(r.suspects[split]), r.sizes[split]
+        out.print(f"{split}: {n:,} of {size:,} images flagged as likely label errors ({n / size:.2%})")
+        for s in r.suspects[split][:5]:
+            out.print(
+                f"  #{s.index}: given {s.given} ({CLASS_NAMES[s.given]}), "
+                f"suggested {s.suggested} ({CLASS_NAMES[s.suggested]}) {s.probability:.0%}"
+            )
+    share = r.test_errors_flagged / r.test_errors if r.test_errors else 0.0
+    out.print(
+        f"{r.test_errors_flagged:,} of the model's {r.test_errors:,} test mistakes ({share:.0%}) fall on flagged test images"
+    )
+    out.print("wrote " + ", ".join(str(p) for p in r.written))
+
+
 @app.command("export")
 def export_cmd(
     run: Path = typer.Argument(..., help="Run folder or model file."),

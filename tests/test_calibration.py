@@ -189,7 +189,7 @@ def one_error_line(code, err, *needles):
         assert n in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("command", ["calibrate"])
+@pytest.mark.parametrize("command", ["calibrate", "audit"])
 def test_a_missing_run_or_a_damaged_model_file_is_one_error_line(
     command, synthetic_run, synthetic_dir, tmp_path, monkeypatch, capsys
 ):
@@ -206,7 +206,7 @@ def test_a_missing_run_or_a_damaged_model_file_is_one_error_line(
     assert not (run / "audit").exists() and not (run / "label_audit.csv").exists()
 
 
-@pytest.mark.parametrize("command", ["calibrate"])
+@pytest.mark.parametrize("command", ["calibrate", "audit"])
 def test_a_read_only_run_folder_is_one_error_line(command, synthetic_run, synthetic_dir, tmp_path, monkeypatch, capsys):
     import os
 
