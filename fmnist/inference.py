@@ -1,8 +1,9 @@
 """Inference, used by everything that predicts: training's validation, evaluate, predict,
 export, the report and the server. Device and precision choice, logits (with flip TTA),
 probabilities (temperature-scaled when the model file holds a fitted temperature: the one
-:func:`softmax` every consumer reports through), and a :class:`Predictor` that runs a model file on PyTorch or, when an
-up-to-date ``model.onnx`` sits beside it, on ONNX Runtime. Never imports training.
+:func:`softmax` every consumer reports through), and a :class:`Predictor` that runs a model
+file on PyTorch or, when an up-to-date ``model.onnx`` sits beside it, on ONNX Runtime.
+Never imports training.
 """
 
 from __future__ import annotations
