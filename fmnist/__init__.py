@@ -2,14 +2,14 @@
 
 The library API mirrors the CLI::
 
-    from fmnist import TrainConfig, train, evaluate, predict, load_model, load_fashion_mnist
+    from fmnist import TrainConfig, train, evaluate, calibrate, predict, load_model, load_fashion_mnist
 """
 
 from ._version import __version__
 from .config import TrainConfig
 from .data import load_fashion_mnist, load_split, validation_split
 from .errors import FmnistError
-from .evaluate import evaluate
+from .evaluate import calibrate, evaluate
 from .modelfile import ModelInfo, load_model
 from .predict import predict
 from .spec import CLASS_NAMES
@@ -24,6 +24,7 @@ __all__ = [
     "ModelInfo",
     "TrainConfig",
     "__version__",
+    "calibrate",
     "evaluate",
     "load_fashion_mnist",
     "load_model",

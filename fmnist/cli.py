@@ -43,6 +43,11 @@ DataDir = typer.Option(
 NoVerify = typer.Option(
     False, "--no-verify", help="Skip the SHA-256 check: ONLY for custom IDX data sets laid out like Fashion-MNIST."
 )
+NoCalibrate = typer.Option(
+    False,
+    "--no-calibrate",
+    help="Report the raw softmax, not the probabilities scaled by the temperature fitted on the validation split.",
+)
 
 
 def _pct(x: float) -> str:
@@ -426,15 +431,17 @@ def evaluate_cmd(
     tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Flip TTA (default: as trained)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    no_calibrate: bool = NoCalibrate,
     data_dir: Optional[Path] = DataDir,
     no_verify: bool = NoVerify,
 ):
-    """Test-set accuracy and loss, per-class precision/recall/F1 and the confusion matrix."""
+    """Test-set accuracy and loss, per-class precision/recall/F1, the confusion matrix, and
+    the expected calibration error (ECE) before and after temperature scaling."""
     from .evaluate import evaluate, save_evaluation
     from .spec import CLASS_NAMES
 
     # Compute, show, then save: a read-only run folder or a full disk still shows the results.
-    r = evaluate(run, data_dir, tta=tta, device=device, verify=not no_verify, write=False)
+    r = evaluate(run, data_dir, tta=tta, device=device, verify=not no_verify, write=False, calibrate=not no_calibrate)
     folder = run if run.is_dir() else run.parent
     if as_json:
         print(dumps(r.to_dict()))
@@ -443,8 +450,9 @@ def evaluate_cmd(
     d = r.to_dict()
     out.print(
         f"test accuracy {_pct(r.accuracy)} ({d['test_images'] - d['errors']:,}/{d['test_images']:,}), "
-        f"loss {r.loss:.4f}, macro F1 {d['macro_f1']:.4f}, ECE {r.ece:.4f}" + (", flip TTA" if r.tta else "")
+        f"loss {r.loss:.4f}, macro F1 {d['macro_f1']:.4f}" + (", flip TTA" if r.tta else "")
     )
+    out.print(_calibration_line(r))
     table = Table(title="per class")
     for col in ("class", "precision", "recall", "F1", "support"):
         table.add_column(col, justify="left" if col == "class" else "right")
@@ -466,6 +474,21 @@ def evaluate_cmd(
     out.print(cm)
     written = _save_or_explain(lambda: save_evaluation(folder, r))
     out.print(f"wrote {written[0]} and {written[1]}")
+
+
+def _calibration_line(r) -> str:
+    """ECE before and after temperature scaling, and which of them the figures above use."""
+    t = r.info.temperature
+    if t is None:
+        return f"ECE {r.ece:.4f} (raw softmax; this model file has no fitted temperature: run `fmnist calibrate`)"
+    after = r.ece if r.calibrated else None
+    if after is None:
+        from .calibration import expected_calibration_error
+        from .inference import softmax
+
+        after = expected_calibration_error(softmax(r.logits, t), r.labels)
+    shown = "calibrated" if r.calibrated else "raw softmax (--no-calibrate)"
+    return f"ECE {r.ece_raw:.4f} raw softmax -> {after:.4f} with temperature {t:.3f} (probabilities shown: {shown})"
 
 
 def _save_or_explain(save):
@@ -493,18 +516,29 @@ def predict_cmd(
     backend: str = typer.Option(
         "auto", help="auto (ONNX Runtime if an up-to-date model.onnx is beside the model, else PyTorch), torch, onnx."
     ),
+    no_calibrate: bool = NoCalibrate,
     data_dir: Optional[Path] = DataDir,
     no_verify: bool = NoVerify,
 ):
-    """Predicted vs actual label of test images, whether they match, and the confidence; or
-    the predicted class of your own images (exit code 1 if some could not be read, 2 if none)."""
+    """Predicted vs actual label of test images, whether they match, and the confidence (the
+    calibrated probability: temperature-scaled softmax); or the predicted class of your own
+    images (exit code 1 if some could not be read, 2 if none)."""
     from .predict import predict
 
     if files:
         if index:
             raise FmnistError("pass image FILES or --index, not both")
-        raise typer.Exit(_predict_files(run, files, top, tta, as_json, save_preprocessed, backend))
-    preds = predict(run, index or [0], data_dir, top_k=top, tta=tta, verify=not no_verify, backend=backend)
+        raise typer.Exit(_predict_files(run, files, top, tta, as_json, save_preprocessed, backend, not no_calibrate))
+    preds = predict(
+        run,
+        index or [0],
+        data_dir,
+        top_k=top,
+        tta=tta,
+        verify=not no_verify,
+        backend=backend,
+        calibrate=not no_calibrate,
+    )
     if as_json:
         items = [p.to_dict() for p in preds]
         print(dumps(items[0] if len(items) == 1 else items))
@@ -518,11 +552,13 @@ def predict_cmd(
         out.print("  top: " + ", ".join(f"{t['name']} {t['probability'] * 100:.2f}%" for t in p.top))
 
 
-def _predict_files(run, files, top, tta, as_json, save_preprocessed, backend) -> int:
+def _predict_files(run, files, top, tta, as_json, save_preprocessed, backend, calibrate) -> int:
     """Prints each file's prediction (errors on stderr); returns the exit code."""
     from .predict import predict_files
 
-    results = predict_files(run, files, top_k=top, save_preprocessed=save_preprocessed, tta=tta, backend=backend)
+    results = predict_files(
+        run, files, top_k=top, save_preprocessed=save_preprocessed, tta=tta, backend=backend, calibrate=calibrate
+    )
     failed = sum(isinstance(r, FmnistError) for _, r in results)
     if as_json:
         items = [
@@ -543,14 +579,99 @@ def _predict_files(run, files, top, tta, as_json, save_preprocessed, backend) ->
 @app.command("report")
 def report_cmd(
     run: Path = typer.Argument(..., help="Run folder (or its model file)."),
+    no_calibrate: bool = NoCalibrate,
     data_dir: Optional[Path] = DataDir,
     no_verify: bool = NoVerify,
 ):
-    """Write one self-contained HTML page (curves, confusion matrix, mistakes, calibration,
-    model, configuration) into the run folder; prints its path."""
+    """Write one self-contained HTML page (curves, confusion matrix, mistakes, calibration
+    before and after temperature scaling, model, configuration) into the run folder; prints its path."""
     from .report import write_report
 
-    print(write_report(run, data_dir, verify=not no_verify))
+    print(write_report(run, data_dir, verify=not no_verify, calibrate=not no_calibrate))
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    run: Path = typer.Argument(..., help="Run folder from `fmnist train`."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was fitted as JSON."),
+    data_dir: Optional[Path] = DataDir,
+    no_verify: bool = NoVerify,
+):
+    """Fit (or refit) the run's temperature on its validation split and store it in its model
+    file. Training does this itself; use it on model files from before temperature scaling.
+    The weights are unchanged; re-run `fmnist export` afterwards if the run has an ONNX file."""
+    from .evaluate import calibrate
+
+    c = calibrate(run, data_dir, verify=not no_verify, device=device)
+    if as_json:
+        print(dumps({"path": str(c.path), "temperature": c.temperature, "previous": c.previous, **c.summary}))
+        return
+    s = c.summary
+    before = f" (was {c.previous:.3f})" if c.previous is not None else " (the file had none: raw softmax)"
+    out.print(
+        f"temperature {c.temperature:.3f}{before}, fitted on {s['images']:,} validation images: "
+        f"ECE {s['ece_before']:.4f} -> {s['ece_after']:.4f}, NLL {s['nll_before']:.4f} -> {s['nll_after']:.4f}; "
+        f"wrote {c.path}"
+    )
+
+
+@app.command("audit")
+def audit_cmd(
+    run: Path = typer.Argument(
+        ..., help="Run folder from `fmnist train` (its model gives the test set's probabilities)."
+    ),
+    folds: int = typer.Option(5, "--folds", "-k", min=2, max=20, help="K of the cross-validation on the training set."),
+    preset: str = typer.Option("notebook", "--preset", help="Recipe of each fold's model (a preset's values)."),
+    epochs: int = typer.Option(
+        2, "--epochs", min=1, help="Epochs per fold model (cheap: it only needs probabilities)."
+    ),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Batch of the fold models."),
+    lr: float = typer.Option(3e-3, "--lr", min=0, help="Learning rate of the fold models."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the fold assignment and the fold models."),
+    model: Optional[str] = typer.Option(
+        None, "--model", help="Architecture of the fold models (default: the preset's)."
+    ),
+    grid: int = typer.Option(40, "--grid", min=1, max=200, help="Suspects per split shown in the grids and the page."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    data_dir: Optional[Path] = DataDir,
+    no_verify: bool = NoVerify,
+):
+    """Likely label errors in the training and test sets, by confident learning (cleanlab) on
+    out-of-sample probabilities: K-fold cross-validation on the training set, the run's model on
+    the test set. Writes label_audit.csv (ranked), label_audit_{train,test}.png and
+    label_audit.html into the run folder; the fold runs go to RUN/audit/. Flagged images are
+    suspects, not proven errors. Needs `pip install 'fmnist[audit]'`."""
+    from .audit import audit, options_from
+    from .spec import CLASS_NAMES
+
+    opts = options_from(
+        folds=folds,
+        preset=preset,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        grid=grid,
+        device=device,
+        data_dir=str(data_dir) if data_dir else None,
+        verify=not no_verify,
+        overrides={"model": model, "model_args": {}} if model else {},
+    )
+    r = audit(run, opts, log=lambda m: print(m, flush=True))
+    for split in ("train", "test"):
+        n, size = len(r.suspects[split]), r.sizes[split]
+        out.print(f"{split}: {n:,} of {size:,} images flagged as likely label errors ({n / size:.2%})")
+        for s in r.suspects[split][:5]:
+            out.print(
+                f"  #{s.index}: given {s.given} ({CLASS_NAMES[s.given]}), "
+                f"suggested {s.suggested} ({CLASS_NAMES[s.suggested]}) {s.probability:.0%}"
+            )
+    share = r.test_errors_flagged / r.test_errors if r.test_errors else 0.0
+    out.print(
+        f"{r.test_errors_flagged:,} of the model's {r.test_errors:,} test mistakes ({share:.0%}) fall on flagged test images"
+    )
+    out.print("wrote " + ", ".join(str(p) for p in r.written))
 
 
 @app.command("export")
@@ -577,7 +698,8 @@ def export_cmd(
     out.print(
         f"wrote {r['path']} ({r['bytes'] / 1e6:.2f} MB, {r['exporter']} exporter, opset {r['opset']}); "
         f"ONNX Runtime agrees with PyTorch on {_pct(r['top1_agreement'])} of {r['test_images']:,} test images, "
-        f"max logit difference {r['max_abs_logit_diff']:.2g}; test accuracy {_pct(r['onnx_accuracy'])}"
+        f"max logit difference {r['max_abs_logit_diff']:.2g}; test accuracy {_pct(r['onnx_accuracy'])}; "
+        f"its probabilities output uses temperature {r['temperature']:.3f} (max difference {r['max_abs_probability_diff']:.2g})"
     )
     q = r.get("int8")
     if q:

@@ -1,8 +1,11 @@
 """Test-set metrics: accuracy, loss, per-class precision / recall / F1, the confusion
-matrix and calibration (expected calibration error)."""
+matrix and calibration (expected calibration error before and after the model's fitted
+temperature), and :func:`calibrate`, which fits or refits a run's temperature on its
+validation split (for model files written before temperature scaling)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import Split, load_split
-from .files import atomic_write_bytes, atomic_write_json
-from .inference import predict_logits, resolve_device
-from .modelfile import ModelInfo, load_model, resolve_model_path
+from .calibration import calibration_summary, expected_calibration_error, fit_temperature
+from .data import Split, load_split, validation_split
+from .errors import FmnistError
+from .files import atomic_write_bytes, atomic_write_json, check_writable
+from .inference import predict_logits, resolve_device, softmax, temperature_of
+from .modelfile import ModelInfo, load_model, resolve_model_path, save_model
 from .plots import confusion_png
 from .runs import CONFUSION, TEST_METRICS, RunFolder
 from .spec import CLASS_NAMES, NUM_CLASSES
@@ -27,11 +32,19 @@ class EvalResult:
     loss: float
     per_class: list[dict[str, Any]]  # name, precision, recall, f1, support
     confusion: np.ndarray  # rows: actual, columns: predicted
-    ece: float
-    probs: np.ndarray  # N×10 softmax probabilities
+    ece: float  # of ``probs``, the probabilities reported
+    probs: np.ndarray  # N×10 probabilities as reported: calibrated unless asked not to be
     labels: np.ndarray
     info: ModelInfo
     tta: bool
+    temperature: float = 1.0  # what ``probs`` used (1: the raw softmax)
+    raw_probs: np.ndarray | None = None  # the raw softmax, for the before/after comparison
+    ece_raw: float | None = None  # ECE of the raw softmax
+    logits: np.ndarray | None = None  # float32 N×10, what both come from
+
+    @property
+    def calibrated(self) -> bool:
+        return self.temperature != 1.0
 
     @property
     def predictions(self) -> np.ndarray:
@@ -45,6 +58,9 @@ class EvalResult:
             "errors": int((self.predictions != self.labels).sum()),
             "macro_f1": float(np.mean([c["f1"] for c in self.per_class])),
             "ece": self.ece,
+            "ece_uncalibrated": self.ece_raw,
+            "temperature": self.temperature,
+            "calibrated": self.calibrated,
             "tta": self.tta,
             "model": self.info.model,
             "val_accuracy": self.info.val_accuracy,
@@ -79,26 +95,6 @@ def per_class_metrics(cm: np.ndarray) -> list[dict[str, Any]]:
     ]
 
 
-def calibration_bins(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> dict[str, np.ndarray]:
-    """Reliability-diagram data: per confidence bin, the count, mean confidence and accuracy."""
-    conf = probs.max(1)
-    correct = probs.argmax(1) == labels
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    count = np.bincount(which, minlength=bins)
-    conf_sum = np.bincount(which, weights=conf, minlength=bins)
-    acc_sum = np.bincount(which, weights=correct, minlength=bins)
-    safe = np.maximum(count, 1)
-    return {"edges": edges, "count": count, "confidence": conf_sum / safe, "accuracy": acc_sum / safe}
-
-
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """Mean |accuracy - confidence| over confidence bins, weighted by how many images fall in each."""
-    b = calibration_bins(probs, labels, bins)
-    n = max(1, b["count"].sum())
-    return float(np.sum(b["count"] / n * np.abs(b["accuracy"] - b["confidence"])))
-
-
 def evaluate(
     run: str | os.PathLike,
     data_dir: str | os.PathLike | None = None,
@@ -107,10 +103,13 @@ def evaluate(
     write: bool = True,
     verify: bool = True,
     test: Split | None = None,
+    calibrate: bool = True,
 ) -> EvalResult:
     """Evaluate a run folder or model file on the 10,000 test images.
 
-    ``tta=None`` uses what the model was trained with. With ``write`` the run folder (or the
+    ``tta=None`` uses what the model was trained with. ``calibrate=False`` reports the raw
+    softmax instead of the temperature-scaled probabilities (the argmax, so the accuracy, is
+    the same either way). With ``write`` the run folder (or the
     model file's folder) gets ``test_metrics.json`` and ``confusion_matrix.png``. ``test``:
     an already loaded test split, for callers that need its pixels too (the report).
     """
@@ -124,9 +123,11 @@ def evaluate(
     images = torch.from_numpy(test.images).unsqueeze(1)
     # fp32 here (not bf16): the reported figures then match `fmnist predict` and the ONNX export exactly.
     logits = predict_logits(model, images, 1000, use_tta, None, channels_last=dev.type != "mps")
+    temperature = temperature_of(info, calibrate)
     labels_t = torch.from_numpy(test.labels).to(logits.device)
-    loss = F.cross_entropy(logits, labels_t).item()
-    probs = torch.softmax(logits, 1).cpu().numpy().astype(np.float64)
+    loss = F.cross_entropy(logits.double() / temperature, labels_t).item()
+    raw = softmax(logits)
+    probs = softmax(logits, temperature) if temperature != 1.0 else raw
     preds = probs.argmax(1)
     cm = confusion_matrix(test.labels, preds)
     result = EvalResult(
@@ -139,6 +140,10 @@ def evaluate(
         labels=test.labels,
         info=info,
         tta=use_tta,
+        temperature=temperature,
+        raw_probs=raw,
+        ece_raw=expected_calibration_error(raw, test.labels),
+        logits=logits.cpu().numpy(),
     )
     if write:
         save_evaluation(path.parent, result)
@@ -151,3 +156,47 @@ def save_evaluation(folder: str | os.PathLike, result: EvalResult) -> list[Path]
     atomic_write_json(folder / TEST_METRICS, result.to_dict())
     atomic_write_bytes(folder / CONFUSION, confusion_png(result.confusion))
     return [folder / TEST_METRICS, folder / CONFUSION]
+
+
+@dataclass
+class Calibration:
+    """What :func:`calibrate` fitted: the temperature and the validation figures."""
+
+    path: Path
+    temperature: float
+    previous: float | None  # the model file's temperature before (None: it had none)
+    summary: dict[str, Any]
+
+
+def calibrate(
+    run: str | os.PathLike, data_dir: str | os.PathLike | None = None, verify: bool = True, device: str = "auto"
+) -> Calibration:
+    """Fit (or refit) a run's temperature on its validation split and write it into its
+    model file: for model files from before temperature scaling, or after a change of mind.
+
+    The validation split is the one training held out, rebuilt from the run's config.json
+    (``val_size``, ``split_seed``): never the test set, never images the model trained on.
+    The weights do not change; derived files (an ONNX export) must be redone afterwards."""
+    path = resolve_model_path(run)
+    folder = RunFolder(path.parent)
+    if folder.running:
+        raise FmnistError(f"{folder.path} is being trained right now; calibrate it when training has finished")
+    config = folder.read_config()
+    val_size, split_seed = config.get("val_size"), config.get("split_seed", 0)
+    if not isinstance(val_size, int) or isinstance(val_size, bool) or not isinstance(split_seed, int):
+        raise FmnistError(f"{folder / 'config.json'}: lacks val_size or split_seed; retrain or restore it")
+    if val_size == 0:
+        raise FmnistError(f"{folder.path} was trained without a validation split (--val-size 0); nothing to fit on")
+    dev = resolve_device(device)
+    model, info = load_model(path, dev)
+    check_writable(folder.path)  # a read-only folder fails now, not after the work
+    train = load_split("train", data_dir, verify=verify)
+    _, val_idx = validation_split(train.labels, val_size, split_seed)
+    images = torch.from_numpy(train.images[val_idx]).unsqueeze(1)
+    logits = predict_logits(model, images, 1000, info.tta, None, channels_last=dev.type != "mps").cpu().numpy()
+    labels = train.labels[val_idx].astype(np.int64)
+    temperature = fit_temperature(logits, labels)
+    summary = calibration_summary(logits, labels, temperature, "validation")
+    with folder.lock("calibrated"):
+        save_model(path, model, dataclasses.replace(info, temperature=temperature, calibration=summary))
+    return Calibration(path, temperature, info.temperature, summary)

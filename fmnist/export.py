@@ -1,7 +1,11 @@
 """ONNX export, validated against PyTorch on the whole test set before it is written.
 
 The exported graph takes float32 pixels N×1×28×28 in 0–255 (the model's own
-:class:`~fmnist.models.Normalize` is inside it) and returns logits; the batch size is free.
+:class:`~fmnist.models.Normalize` is inside it) and returns two outputs: ``logits`` and
+``probabilities``, softmax(logits / T) with the temperature T fitted on the validation split
+inside the graph (1 for a model file without one); the batch size is free. The temperature
+is in the metadata too (``temperature``), for a caller that averages the logits of an image
+and its mirror (flip TTA) and applies the softmax itself.
 The file says what it is in its metadata: class names, model name and arguments,
 validation and test accuracy, and the SHA-256 of the weights it came from, so prediction
 never uses an ONNX file left behind by an earlier training run.
@@ -27,7 +31,16 @@ from ._version import __version__
 from .data import load_split, validation_split
 from .errors import FmnistError
 from .files import atomic_write_bytes, check_writable
-from .inference import ONNX_FILE, SOURCE_HASH_KEY, file_sha256, onnx_logits, onnx_session, predict_logits
+from .inference import (
+    ONNX_FILE,
+    SOURCE_HASH_KEY,
+    file_sha256,
+    onnx_logits,
+    onnx_session,
+    predict_logits,
+    softmax,
+    temperature_of,
+)
 from .modelfile import ModelInfo, load_model, resolve_model_path
 from .runs import RunFolder
 from .spec import CLASS_NAMES
@@ -35,7 +48,7 @@ from .spec import CLASS_NAMES
 OPSET = 18
 MIN_AGREEMENT = 0.999  # top-1 agreement with PyTorch below which the export is refused
 CALIBRATION_IMAGES = 512  # training images that set the int8 activation ranges
-INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
+INPUT_NAME, OUTPUT_NAME, PROBS_NAME = "pixels", "logits", "probabilities"
 
 
 def export_onnx(
@@ -61,12 +74,15 @@ def export_onnx(
     images = torch.from_numpy(test.images).unsqueeze(1)
 
     started = time.perf_counter()
-    raw, exporter = _to_onnx(model)
+    temperature = temperature_of(info)
+    raw, exporter = _to_onnx(model, temperature)
     session = onnx_session(raw)
     theirs = onnx_logits(session, images)
     ours = predict_logits(model, images, 1000).numpy()  # fp32: the reference the file must match
     agreement = float((theirs.argmax(1) == ours.argmax(1)).mean())
     max_diff = float(np.abs(theirs - ours).max())
+    # The in-graph probabilities against the one softmax every other consumer uses.
+    prob_diff = float(np.abs(onnx_probabilities(session, images) - softmax(ours, temperature)).max())
     if onnx_logits(session, images[:1]).shape != (1, len(CLASS_NAMES)):
         raise FmnistError("the exported model does not accept a batch of one image; report this as a bug")
     if agreement < min_agreement:
@@ -84,6 +100,8 @@ def export_onnx(
         "opset": OPSET,
         "test_images": len(test),
         "max_abs_logit_diff": max_diff,
+        "max_abs_probability_diff": prob_diff,
+        "temperature": temperature,
         "top1_agreement": agreement,
         "torch_accuracy": float((ours.argmax(1) == test.labels).mean()),
         "onnx_accuracy": onnx_acc,
@@ -121,16 +139,40 @@ def _quiet():
             lg.setLevel(level)
 
 
-def _to_onnx(model: torch.nn.Module) -> tuple[bytes, str]:
-    """The model as ONNX bytes with a free batch axis, and which exporter made it.
+class WithProbabilities(torch.nn.Module):
+    """The model with a second output: its calibrated probabilities, softmax(logits / T)."""
+
+    def __init__(self, model: torch.nn.Module, temperature: float = 1.0):
+        super().__init__()
+        self.model = model
+        self.temperature = float(temperature)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(x)
+        return logits, torch.softmax(logits / self.temperature, dim=1)
+
+
+def onnx_probabilities(session, images: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
+    """The exported graph's own ``probabilities`` output (one pass, no TTA)."""
+    x_all = images.numpy()
+    out = [
+        session.run([PROBS_NAME], {INPUT_NAME: np.ascontiguousarray(x_all[i : i + batch_size], dtype=np.float32)})[0]
+        for i in range(0, len(x_all), batch_size)
+    ]
+    return np.concatenate(out).astype(np.float64)
+
+
+def _to_onnx(model: torch.nn.Module, temperature: float = 1.0) -> tuple[bytes, str]:
+    """The model (with its probabilities output) as ONNX bytes with a free batch axis, and
+    which exporter made it.
 
     The torch.export-based exporter is PyTorch's default and future; the TorchScript one is
     deprecated but still handles models torch.export cannot trace, so it is the fallback.
     """
-    model = model.to("cpu").eval()
+    model = WithProbabilities(model.to("cpu").eval(), temperature).eval()
     # Batch 2, not 1: torch.export specializes a dimension whose example size is 1.
     example = (torch.zeros(2, 1, 28, 28),)
-    names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "opset_version": OPSET}
+    names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME, PROBS_NAME], "opset_version": OPSET}
     first_error = None
     with _quiet():
         try:
@@ -152,7 +194,7 @@ def _to_onnx(model: torch.nn.Module) -> tuple[bytes, str]:
                 example,
                 buf,
                 dynamo=False,
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}, PROBS_NAME: {0: "batch"}},
                 **names,
             )
             return buf.getvalue(), "TorchScript"
@@ -172,7 +214,11 @@ def _metadata(info: ModelInfo, model_path: Path, exporter: str, test_accuracy: f
         "test_accuracy": json.dumps(test_accuracy),
         "tta": json.dumps(info.tta),
         "input": "pixels: float32 N×1×28×28, values 0-255, light garment on black (Fashion-MNIST style)",
-        "output": "logits: float32 N×10; softmax gives class probabilities",
+        "output": (
+            "logits: float32 N×10; probabilities: float32 N×10, softmax(logits / temperature), the calibrated "
+            "class probabilities (with flip TTA: average the logits of the image and its mirror, then the same)"
+        ),
+        "temperature": json.dumps(info.softmax_temperature),
         "normalization": json.dumps(info.normalization),
         "exporter": exporter,
         "fmnist_version": __version__,

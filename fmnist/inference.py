@@ -1,7 +1,9 @@
 """Inference, used by everything that predicts: training's validation, evaluate, predict,
 export, the report and the server. Device and precision choice, logits (with flip TTA),
-probabilities, and a :class:`Predictor` that runs a model file on PyTorch or, when an
-up-to-date ``model.onnx`` sits beside it, on ONNX Runtime. Never imports training.
+probabilities (temperature-scaled when the model file holds a fitted temperature: the one
+:func:`softmax` every consumer reports through), and a :class:`Predictor` that runs a model
+file on PyTorch or, when an up-to-date ``model.onnx`` sits beside it, on ONNX Runtime.
+Never imports training.
 """
 
 from __future__ import annotations
@@ -97,15 +99,24 @@ def predict_logits(
     return torch.cat(out) if out else torch.empty(0, NUM_CLASSES, device=device)
 
 
-def softmax(logits: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Probabilities (float64, rows sum to 1) from logits, computed in float64."""
-    t = torch.as_tensor(logits).double()
-    return torch.softmax(t, 1).cpu().numpy()
+def softmax(logits: torch.Tensor | np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Probabilities softmax(logits / temperature) (float64, rows sum to 1), computed in
+    float64. Every probability fmnist reports comes from here."""
+    t = torch.as_tensor(logits).detach().cpu().double()
+    return torch.softmax(t / float(temperature), 1).numpy()
 
 
-def probabilities(model: torch.nn.Module, images: torch.Tensor, tta: bool = False) -> np.ndarray:
+def temperature_of(info: ModelInfo | None, calibrate: bool = True) -> float:
+    """The temperature to report probabilities with: the model file's fitted one, or 1 for
+    the raw softmax (``calibrate=False``, a model without one, or no model file)."""
+    return info.softmax_temperature if calibrate and info is not None else 1.0
+
+
+def probabilities(
+    model: torch.nn.Module, images: torch.Tensor, tta: bool = False, temperature: float = 1.0
+) -> np.ndarray:
     """Softmax probabilities (float64, N×10) for pixel images shaped N×1×28×28 (0–255)."""
-    return softmax(predict_logits(model, images, 1000, tta))
+    return softmax(predict_logits(model, images, 1000, tta), temperature)
 
 
 # --- ONNX Runtime ----------------------------------------------------------------------
@@ -149,12 +160,13 @@ def onnx_logits(session, images: np.ndarray | torch.Tensor, batch_size: int = 10
     """Float32 logits from an ONNX session for pixel images N×1×28×28 (0–255)."""
     x_all = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     name = session.get_inputs()[0].name
+    first = [session.get_outputs()[0].name]  # the logits; a newer export also has probabilities
     out = []
     for i in range(0, len(x_all), batch_size):
         x = np.ascontiguousarray(x_all[i : i + batch_size], dtype=np.float32)
-        logits = session.run(None, {name: x})[0]
+        logits = session.run(first, {name: x})[0]
         if tta:  # the same mirror-image average as predict_logits
-            logits = 0.5 * (logits + session.run(None, {name: np.ascontiguousarray(x[..., ::-1])})[0])
+            logits = 0.5 * (logits + session.run(first, {name: np.ascontiguousarray(x[..., ::-1])})[0])
         out.append(logits)
     return np.concatenate(out) if out else np.empty((0, NUM_CLASSES), np.float32)
 
@@ -176,9 +188,17 @@ class Predictor:
             return onnx_logits(self.session, images, tta=use_tta)
         return predict_logits(self.model, torch.as_tensor(images), 1000, use_tta).cpu().numpy()
 
-    def probabilities(self, images: torch.Tensor | np.ndarray, tta: bool | None = None) -> np.ndarray:
-        """Float64 N×10 probabilities for pixel images N×1×28×28 (0–255)."""
-        return softmax(self.logits(images, tta))
+    @property
+    def temperature(self) -> float:
+        """The fitted temperature from the model file (1 if it has none)."""
+        return temperature_of(self.info)
+
+    def probabilities(
+        self, images: torch.Tensor | np.ndarray, tta: bool | None = None, calibrate: bool = True
+    ) -> np.ndarray:
+        """Float64 N×10 probabilities for pixel images N×1×28×28 (0–255): calibrated with the
+        model's temperature, or the raw softmax with ``calibrate=False``."""
+        return softmax(self.logits(images, tta), temperature_of(self.info, calibrate))
 
 
 def load_predictor(

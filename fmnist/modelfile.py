@@ -72,6 +72,11 @@ class ModelInfo:
     val_images: int | None = None
     device: str | None = None
     precision: str | None = None
+    # Temperature scaling, fitted on the validation split after training: probabilities are
+    # softmax(logits / temperature). None (files written before temperature scaling, or no validation
+    # split) means 1, the raw softmax. ``calibration`` says what the fit measured.
+    temperature: float | None = None
+    calibration: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=versions)
     # Keys written by a newer fmnist: kept, so a round trip loses nothing.
     extra: dict[str, Any] = field(default_factory=dict)
@@ -95,7 +100,17 @@ class ModelInfo:
                 kwargs[name] = _checked(name, values[name], f.type, where)
         if "model" not in kwargs:
             raise ModelFileError(f"{where}: model metadata lacks the architecture name; retrain or restore the file")
+        t = kwargs.get("temperature")
+        if t is not None and not (0 < t < float("inf")):
+            raise ModelFileError(
+                f"{where}: temperature {t!r} is not a positive number; run `fmnist calibrate` on the run to refit it"
+            )
         return cls(**kwargs)
+
+    @property
+    def softmax_temperature(self) -> float:
+        """The temperature probabilities use: the fitted one, or 1 for an uncalibrated model."""
+        return float(self.temperature) if self.temperature is not None else 1.0
 
 
 _TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "dict": dict, "list": list}

@@ -138,7 +138,7 @@ def confused_pairs_png(rows: list[tuple[str, np.ndarray, list[str]]], per_row: i
     return to_png(fig)
 
 
-def reliability_png(bins: dict[str, np.ndarray], ece: float) -> bytes:
+def reliability_png(bins: dict[str, np.ndarray], ece: float, what: str = "") -> bytes:
     """Reliability diagram: accuracy vs confidence per bin against the diagonal, with how
     many images fall in each bin underneath."""
     edges, count = bins["edges"], bins["count"]
@@ -160,7 +160,7 @@ def reliability_png(bins: dict[str, np.ndarray], ece: float) -> bytes:
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
-    ax.set_title(f"Reliability diagram (ECE {ece:.4f})")
+    ax.set_title(f"Reliability diagram{f', {what}' if what else ''} (ECE {ece:.4f})")
     ax.legend(loc="upper left", fontsize=8)
     hist.bar(centres, count, width=width, color="gray", edgecolor="black")
     hist.set_yscale("log")

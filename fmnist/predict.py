@@ -1,6 +1,7 @@
 """Predictions for test images by index (the notebook's question) with the predicted and
-actual label, whether they match, and a real softmax confidence; and for the user's own
-image files.
+actual label, whether they match, and a confidence you can trust: the softmax of the logits
+divided by the temperature fitted on the validation split (``calibrate=False``: the raw
+softmax); and for the user's own image files.
 
 Prediction runs on ONNX Runtime when an up-to-date ``model.onnx`` (from ``fmnist export``)
 sits beside the model and onnxruntime is installed, on PyTorch otherwise (see
@@ -31,7 +32,7 @@ class Prediction:
     index: int | None  # test-set index, or None for a user's image
     predicted: int
     predicted_name: str
-    confidence: float  # softmax probability of the predicted class, in [0, 1]
+    confidence: float  # (calibrated) probability of the predicted class, in [0, 1]
     top: list[dict[str, Any]]  # [{"label", "name", "probability"}], best first
     actual: int | None = None
     actual_name: str | None = None
@@ -59,9 +60,10 @@ def predict(
     tta: bool | None = None,
     verify: bool = True,
     backend: str = "auto",
+    calibrate: bool = True,
 ) -> list[Prediction]:
     """Predict test images by index (default: image 0). ``run`` is a run folder, a model
-    file or an already loaded model."""
+    file or an already loaded model. ``calibrate=False``: the raw softmax."""
     indices = [0] if indices is None else list(indices)
     _check_top_k(top_k)
     predictor = _predictor(run, backend)
@@ -73,7 +75,7 @@ def predict(
         )
     idx = np.array([i % len(test) for i in indices], dtype=np.int64)
     images = torch.from_numpy(test.images[idx]).unsqueeze(1)
-    probs = predictor.probabilities(images, tta)
+    probs = predictor.probabilities(images, tta, calibrate)
     out = []
     for i, p in zip(idx, probs):
         actual = int(test.labels[i])
@@ -101,6 +103,7 @@ def predict_files(
     save_preprocessed: str | os.PathLike | None = None,
     tta: bool | None = None,
     backend: str = "auto",
+    calibrate: bool = True,
 ) -> list[tuple[Path, Prediction | FmnistError]]:
     """Predict the user's image files, in order. A file that cannot be read or holds no
     garment gets its :class:`FmnistError` in place of a prediction; the others are still
@@ -122,7 +125,7 @@ def predict_files(
         return results
     order = list(pixels)
     batch = torch.from_numpy(np.stack([pixels[i] for i in order])).unsqueeze(1)
-    probs = predictor.probabilities(batch, tta)
+    probs = predictor.probabilities(batch, tta, calibrate)
     used: set[str] = set()
     for i, p in zip(order, probs):
         path = results[i][0]

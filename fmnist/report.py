@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from .calibration import calibration_bins, expected_calibration_error
 from .data import load_split
 from .errors import FmnistError
-from .evaluate import EvalResult, calibration_bins, evaluate
+from .evaluate import EvalResult, evaluate
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .inference import softmax
 from .modelfile import load_model, resolve_model_path
 from .models import summarize
 from .plots import (
@@ -52,16 +54,18 @@ def write_report(
     verify: bool = True,
     mistakes: int = 40,
     pairs: int = 6,
+    calibrate: bool = True,
 ) -> Path:
     """Evaluate the run on the test set and write ``<run>/report.html`` and its PNGs.
-    Returns the HTML file's path."""
+    Returns the HTML file's path. ``calibrate=False``: every probability on the page is the
+    raw softmax (the calibration section still compares both)."""
     model_path = resolve_model_path(run_dir)
     run = RunFolder(model_path.parent)
     run.warn_if_unfinished()
     folder = run.path
     # Read (and verify) the test set once: the metrics need its labels, the pictures its pixels.
     test = load_split("test", data_dir, verify=verify)
-    result = evaluate(model_path, data_dir, write=False, verify=verify, test=test)
+    result = evaluate(model_path, data_dir, write=False, verify=verify, test=test, calibrate=calibrate)
     model, info = load_model(model_path)
     # A bare model file, a run from an older fmnist or a damaged file: the section says so.
     history = _optional(run.read_metrics) if (run / METRICS).is_file() else None
@@ -82,7 +86,17 @@ def write_report(
             [_mistake_caption(result, i) for i in wrong],
             title=f"The {len(wrong)} most confident mistakes",
         )
-    figures["reliability.png"] = reliability_png(calibration_bins(result.probs, result.labels), result.ece)
+    raw, ece_raw = result.raw_probs, result.ece_raw
+    if info.temperature is not None:
+        scaled = softmax(result.logits, info.temperature)
+        figures["reliability.png"] = reliability_png(
+            calibration_bins(scaled, result.labels),
+            expected_calibration_error(scaled, result.labels),
+            f"calibrated, T = {info.temperature:.3f}",
+        )
+    figures["reliability_uncalibrated.png"] = reliability_png(
+        calibration_bins(raw, result.labels), ece_raw, "raw softmax"
+    )
     p0, a0 = int(result.predictions[0]), int(result.labels[0])
     first_title = (
         f"test image 0: predicted {CLASS_NAMES[p0]} ({result.probs[0, p0]:.1%}), actual {CLASS_NAMES[a0]}, "
@@ -200,6 +214,44 @@ def _section(sid: str, body: str) -> str:
     return f'<section id="{sid}"><h2>{_e(SECTIONS[sid])}</h2>{body}</section>'
 
 
+def _ece_cell(result: EvalResult, info) -> str:
+    if info.temperature is None:
+        return f"{result.ece:.4f} (no fitted temperature: raw softmax)"
+    scaled = "" if result.calibrated else " (shown: raw softmax, --no-calibrate)"
+    return f"{result.ece:.4f}{scaled}; raw softmax {result.ece_raw:.4f}, temperature {info.temperature:.3f}"
+
+
+def _calibration_html(figures: dict[str, bytes], result: EvalResult, info) -> str:
+    """Both reliability diagrams, the temperature and what it changed."""
+    about = (
+        "Expected calibration error (ECE): the mean gap between confidence and accuracy over 15 confidence bins, "
+        "weighted by the images in each. Bars below the diagonal mean over-confidence, above it under-confidence."
+    )
+    raw_fig = _figure(figures, "reliability_uncalibrated.png", "reliability diagram, raw softmax", "The raw softmax.")
+    if info.temperature is None:
+        return (
+            f'<p class="note">{about}</p><p>This model file has no fitted temperature (written before temperature '
+            "scaling): every probability is the raw softmax. <code>fmnist calibrate RUN</code> fits one on the "
+            f"validation split.</p>{raw_fig}"
+        )
+    fit = info.calibration or {}
+    val = ""
+    if all(isinstance(fit.get(k), (int, float)) for k in ("images", "ece_before", "ece_after")):
+        val = (
+            f" On the {fit['images']:,} validation images it brought the ECE from {fit['ece_before']:.4f} "
+            f"to {fit['ece_after']:.4f}."
+        )
+    return (
+        f'<p class="note">{about}</p>'
+        f"<p>Temperature scaling divides the logits by T = {info.temperature:.3f}, fitted on the validation split "
+        f"after training (never on the test set).{val} On the test set: ECE {result.ece_raw:.4f} raw, "
+        f"{expected_calibration_error(softmax(result.logits, info.temperature), result.labels):.4f} calibrated. "
+        "It never changes the predicted class, so the accuracy is the same.</p>"
+        + _figure(figures, "reliability.png", "reliability diagram, calibrated", "With the temperature.")
+        + raw_fig
+    )
+
+
 def _page(folder, result, info, model, history, config, summary, figures, pair_rows, n_wrong) -> str:
     d = result.to_dict()
     pct = lambda x: f"{x * 100:.2f}%"  # noqa: E731
@@ -210,7 +262,7 @@ def _page(folder, result, info, model, history, config, summary, figures, pair_r
             ["test accuracy", f"{pct(result.accuracy)} ({d['test_images'] - d['errors']:,} / {d['test_images']:,})"],
             ["test loss", f"{result.loss:.4f}"],
             ["macro F1", f"{d['macro_f1']:.4f}"],
-            ["expected calibration error", f"{result.ece:.4f}"],
+            ["expected calibration error", _ece_cell(result, info)],
             ["validation accuracy (best epoch)", pct(info.val_accuracy) if info.val_accuracy is not None else "–"],
             ["flip test-time augmentation", "yes" if result.tta else "no"],
             ["epochs run", _e(summary.get("epochs_run", "–")) if summary else "–"],
@@ -272,13 +324,7 @@ def _page(folder, result, info, model, history, config, summary, figures, pair_r
         if n_wrong
         else '<p class="note">No mistakes on the test set.</p>'
     )
-    calibration = _figure(
-        figures,
-        "reliability.png",
-        "reliability diagram",
-        f"Expected calibration error {result.ece:.4f}: on average the confidence differs from the accuracy "
-        f"by {result.ece * 100:.2f} percentage points (15 bins). Bars below the diagonal mean over-confidence.",
-    )
+    calibration = _calibration_html(figures, result, info)
     p0 = int(result.predictions[0])
     a0 = int(result.labels[0])
     match = p0 == a0

@@ -43,10 +43,26 @@ REPORT_FIGURES = (
     "confused_pairs.png",
     "misclassified.png",
     "reliability.png",
+    "reliability_uncalibrated.png",
     "first_test_image.png",
 )
-# Written later by evaluate, export and report from the trained model: stale once it is retrained.
-DERIVED_FILES = (TEST_METRICS, CONFUSION, ONNX, ONNX_INT8, REPORT, *REPORT_FIGURES)
+# fmnist audit: the ranked suspects of both splits, a grid of each, a page; its fold runs in a folder.
+AUDIT_TABLE = "label_audit.csv"
+AUDIT_PAGE = "label_audit.html"
+AUDIT_GRIDS = {"train": "label_audit_train.png", "test": "label_audit_test.png"}
+AUDIT_DIR = "audit"
+# Written later by evaluate, export, report and audit from the trained model: stale once it is retrained.
+DERIVED_FILES = (
+    TEST_METRICS,
+    CONFUSION,
+    ONNX,
+    ONNX_INT8,
+    REPORT,
+    *REPORT_FIGURES,
+    AUDIT_TABLE,
+    AUDIT_PAGE,
+    *AUDIT_GRIDS.values(),
+)
 
 
 class RunFolder:

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from . import augment, distributed
+from .calibration import calibration_summary, fit_temperature
 from .config import TrainConfig
 from .data import Split, load_split, validation_split
 from .errors import FmnistError, TrainingDiverged
@@ -41,6 +42,7 @@ from .modelfile import MODEL_FILE, ModelInfo, save_model
 from .models import Normalize, build_model, count_params, flops_per_image
 from .optim import EMA, make_optimizer, make_scheduler
 from .runs import MODEL, RESUME, RunFolder
+from .spec import NUM_CLASSES
 from .state import (
     load_optimizer_state,
     load_state,
@@ -513,11 +515,15 @@ class Trainer:
         final = build_model(cfg.model, **cfg.model_args).to(self.device)
         final.load_state_dict(self.best_state)
         final.eval()
+        t0 = time.perf_counter()
+        calibration = self._calibrate(final)
+        self.elapsed += time.perf_counter() - t0
         info = dataclasses.replace(
             self.info,
             epoch=int(self.best["epoch"]),
             val_accuracy=self.best["val_accuracy"],
             val_loss=self.best["val_loss"],
+            **calibration,
         )
         summary = {
             "model": cfg.model,
@@ -533,10 +539,13 @@ class Trainer:
             "precision": self.info.precision,
             "threads": torch.get_num_threads(),
             "processes": self.world.size,
+            "temperature": info.temperature,
             "finished": datetime.now().isoformat(timespec="seconds"),
             "versions": self.info.versions,
         }
         if self.world.main:
+            if calibration:  # the best epoch's file, now with its temperature
+                save_model(self.folder / MODEL_FILE, final, info)
             self.folder.write_summary(summary)
             # The summary marks the run finished; the resume state has served its purpose.
             (self.folder / RESUME).unlink(missing_ok=True)
@@ -544,6 +553,21 @@ class Trainer:
         run = Run(self.folder.path, cfg, self.history, self.best, final, info, self.elapsed)
         self._emit("on_train_end", run)
         return run
+
+    def _calibrate(self, model: torch.nn.Module) -> dict[str, Any]:
+        """Temperature scaling fitted on the validation split (never the test set), in fp32
+        with the TTA the model is used with, so the temperature fits the logits that
+        evaluate, predict, the export and the server compute. Empty without a validation split."""
+        if not self.n_val:
+            return {}
+        cfg = self.config
+        logits = predict_logits(model, self.x_val, cfg.eval_batch_size, cfg.tta, None, cfg.channels_last)
+        # Each process holds a shard of the split; the fit needs all of it.
+        parts = self.world.gather([logits.cpu().tolist(), self.y_val.cpu().tolist()])
+        z = np.concatenate([np.asarray(p[0], dtype=np.float64).reshape(-1, NUM_CLASSES) for p in parts])
+        y = np.concatenate([np.asarray(p[1], dtype=np.int64) for p in parts])
+        temperature = fit_temperature(z, y)
+        return {"temperature": temperature, "calibration": calibration_summary(z, y, temperature, "validation")}
 
     # --- resume state -------------------------------------------------------------------------
 

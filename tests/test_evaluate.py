@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from fmnist.evaluate import calibration_bins, confusion_matrix, expected_calibration_error, per_class_metrics
+from fmnist.calibration import calibration_bins, expected_calibration_error
+from fmnist.evaluate import confusion_matrix, per_class_metrics
 
 
 def test_confusion_and_per_class_by_hand():

@@ -121,3 +121,28 @@ def test_damaged_run_fails_cleanly(smoke_run, tmp_path, monkeypatch, capsys):
     assert not (run / "model.onnx").exists()
     code, _, err = run_cli(monkeypatch, capsys, "export", smoke_run, "--format", "tflite")
     assert code == 2 and "onnx" in err
+
+
+def test_onnx_probabilities_output_applies_the_temperature_exactly_as_pytorch(exported):
+    """The graph's second output is softmax(logits / T) with the model file's temperature; it
+    agrees with fmnist's own calibrated probabilities, and the metadata names T."""
+    import torch
+
+    from fmnist.data import load_split
+    from fmnist.export import PROBS_NAME
+    from fmnist.inference import softmax
+    from fmnist.modelfile import read_model_info
+
+    run, r = exported
+    t = read_model_info(run).temperature
+    assert t is not None and r["temperature"] == t  # training fitted one on the validation split
+    assert r["max_abs_probability_diff"] < 1e-5
+    session = onnx_session(run / "model.onnx")
+    assert json.loads(session.get_modelmeta().custom_metadata_map["temperature"]) == t
+    images = load_split("test", None).images[:64, None].astype(np.float32)
+    logits, probs = session.run(None, {"pixels": images})
+    assert [o.name for o in session.get_outputs()] == ["logits", PROBS_NAME]
+    np.testing.assert_allclose(probs, softmax(logits, t), atol=1e-6)
+    torch_probs = load_predictor(run, "torch").probabilities(torch.from_numpy(images), tta=False)
+    np.testing.assert_allclose(probs, torch_probs, atol=1e-5)
+    np.testing.assert_allclose(load_predictor(run, "onnx").probabilities(images, tta=False), torch_probs, atol=1e-5)

@@ -63,7 +63,11 @@ def test_predictor_from_a_loaded_model_and_a_run(synthetic_run):
     p = load_predictor(synthetic_run)
     assert p.backend == "torch" and p.info.model == "seed" and p.tta is False
     x = torch.zeros(2, 1, 28, 28, dtype=torch.uint8)
-    np.testing.assert_allclose(p.probabilities(x), load_predictor(p.model).probabilities(x))
+    # A bare model has no model file, so no temperature: its probabilities are the raw softmax.
+    bare = load_predictor(p.model)
+    assert bare.temperature == 1.0 and p.temperature == p.info.temperature
+    np.testing.assert_allclose(p.probabilities(x, calibrate=False), bare.probabilities(x))
+    np.testing.assert_allclose(p.probabilities(x), softmax(bare.logits(x), p.temperature))
     with pytest.raises(FmnistError, match="--backend"):
         load_predictor(synthetic_run, backend="tensorrt")
     with pytest.raises(FmnistError, match="needs a run folder"):

@@ -65,3 +65,13 @@ def test_report_of_damaged_run_fails_cleanly(smoke_run, tmp_path, monkeypatch, c
     code, out, err = run_cli(monkeypatch, capsys, "report", run)
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
     assert not (run / REPORT_FILE).exists()
+
+
+def test_report_shows_ece_before_and_after_with_both_reliability_diagrams(report):
+    from fmnist.modelfile import read_model_info
+
+    run, page = report
+    t = read_model_info(run).temperature
+    assert t is not None  # training fitted one on the validation split
+    assert f"T = {t:.3f}" in page and "raw softmax" in page
+    assert (run / "reliability.png").is_file() and (run / "reliability_uncalibrated.png").is_file()

@@ -108,6 +108,23 @@ def test_health_and_model_card(client, synthetic_run):
     assert card["classes"] == list(CLASS_NAMES)
     assert set(card["normalization"]) >= {"mean", "std"}
     assert "preset" in card and card["limits"]["max_batch"] == 64
+    assert card["calibrated"] is True and card["temperature"] == info.temperature
+
+
+def test_the_server_reports_calibrated_probabilities(client, synthetic_run, test_set):
+    """softmax(logits / T) with the model file's temperature, not the raw softmax."""
+    import torch
+
+    from fmnist.inference import predict_logits, softmax
+    from fmnist.modelfile import load_model
+
+    model, info = load_model(synthetic_run)
+    assert info.temperature is not None and abs(info.temperature - 1) > 1e-3
+    logits = predict_logits(model, torch.from_numpy(test_set.images[:1]).unsqueeze(1)).numpy()
+    got = client.post("/v1/predict?top_k=10", json={"pixels": test_set.images[0].tolist()}).json()
+    probs = [t["probability"] for t in sorted(got["top"], key=lambda t: t["label"])]
+    assert probs == pytest.approx(softmax(logits, info.temperature)[0].tolist(), abs=1e-6)
+    assert probs != pytest.approx(softmax(logits)[0].tolist(), abs=1e-4)
 
 
 def test_json_answer_for_test_image_0_is_fmnist_predicts(client, synthetic_run, synthetic_dir, test_set):

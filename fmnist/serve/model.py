@@ -39,7 +39,8 @@ class ServedModel:
 
     def answer(self, pixels: np.ndarray, top_k: int) -> tuple[list[dict[str, Any]], float]:
         """Ranked classes for each image and the model's time in milliseconds. Answers the
-        same as ``fmnist predict`` (the same predictor, flip TTA as trained)."""
+        same as ``fmnist predict`` (the same predictor, flip TTA as trained, the probabilities
+        calibrated with the model file's temperature)."""
         start = time.perf_counter()
         probs = self.predictor.probabilities(pixels.reshape(-1, 1, 28, 28).astype(np.float32, copy=False))
         ms = (time.perf_counter() - start) * 1000
@@ -62,6 +63,8 @@ class ServedModel:
             "preset": info.preset,
             "model_args": info.model_args,
             "tta": info.tta,
+            "temperature": info.softmax_temperature,
+            "calibrated": info.temperature is not None,
             "classes": list(info.class_names),
             "normalization": info.normalization,
             "input": info.input,

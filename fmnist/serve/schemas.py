@@ -27,13 +27,16 @@ PIXELS_SCHEMA: dict[str, Any] = {
 class ClassScore(BaseModel):
     label: int = Field(description="Class number, 0-9")
     name: str = Field(description="Class name, e.g. 'Ankle boot'")
-    probability: float = Field(description="Softmax probability, 0-1")
+    probability: float = Field(
+        description="Calibrated probability, 0-1: softmax(logits / temperature), the temperature fitted on the "
+        "validation split (the model card's `temperature`; 1 means the raw softmax)"
+    )
 
 
 class Answer(BaseModel):
     predicted: int = Field(description="The most likely class")
     predicted_name: str
-    confidence: float = Field(description="Probability of the predicted class")
+    confidence: float = Field(description="Calibrated probability of the predicted class")
     top: list[ClassScore] = Field(description="The top_k most likely classes, best first")
     model_input_png: str | None = Field(
         None, description="For uploaded images: the 28×28 image the model saw, as a PNG data URL"

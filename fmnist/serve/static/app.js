@@ -162,6 +162,7 @@ async function loadCard() {
     ["Test accuracy", card.test_accuracy == null ? "not measured (run fmnist evaluate)" : pct(card.test_accuracy)],
     ["Epoch", card.epoch ?? "?"],
     ["Flip TTA", card.tta ? "yes" : "no"],
+    ["Confidence", card.calibrated ? `calibrated (temperature ${card.temperature.toFixed(3)})` : "raw softmax (no fitted temperature)"],
     ["Normalization", normalization(card.normalization)],
     ["Trained on", `${card.train_images == null ? "?" : card.train_images.toLocaleString("en")} images, ${card.trained_on ?? "?"}`],
     ["Classes", card.classes.map((c, i) => `${i} ${c}`).join(", ")],
