@@ -152,21 +152,16 @@ def cnn(
     return nn.Sequential(*layers)
 
 
-class PoolFirstConv(nn.Module):
+def _pool_first(c_in: int, c_out: int) -> nn.Sequential:
     """Conv, then 2×2 max-pool, then batch norm and ReLU on the pooled map: the same features
     as Conv-BN-ReLU-pool, with the memory-bound steps (BN, ReLU and their gradients) on a
     quarter of the values. On a CPU those steps, not the multiply-adds, bound small networks."""
-
-    description = "convolution, halve the resolution (max-pool), then normalize and ReLU"
-
-    def __init__(self, c_in: int, c_out: int):
-        super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
-        self.pool = nn.MaxPool2d(2)
-        self.bn = nn.BatchNorm2d(c_out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.bn(self.pool(self.conv(x))))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.MaxPool2d(2),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
 
 
 @register("fast", "the sprint network: 3 pool-first conv layers and a global pool, ~4 MFLOP per image")
@@ -175,12 +170,12 @@ def fast(
     mean: float = MEAN,
     std: float = STD,
 ) -> nn.Module:
-    """One :class:`PoolFirstConv` per width (28 -> 14 -> 7 -> 3), max- and mean-pooled per
-    channel, then the output layer."""
+    """One pool-first layer (:func:`_pool_first`) per width (28 -> 14 -> 7 -> 3), max- and
+    mean-pooled per channel, then the output layer."""
     layers: list[nn.Module] = [Normalize(mean, std)]
     c_in = 1
     for width in widths:
-        layers.append(PoolFirstConv(c_in, width))
+        layers.append(_pool_first(c_in, width))
         c_in = width
     layers += [GlobalPool(), nn.Linear(2 * c_in, NUM_CLASSES)]
     return nn.Sequential(*layers)
@@ -195,12 +190,7 @@ class ResidualStage(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, blocks: int = 1):
         super().__init__()
-        self.entry = nn.Sequential(
-            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-            nn.MaxPool2d(2),
-            nn.BatchNorm2d(c_out),
-            nn.ReLU(inplace=True),
-        )
+        self.entry = _pool_first(c_in, c_out)
         self.blocks = nn.ModuleList(
             nn.Sequential(
                 nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),

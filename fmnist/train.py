@@ -701,12 +701,8 @@ class Trainer:
             for cb in self.callbacks:
                 getattr(cb, hook)(*args)
 
-    @contextlib.contextmanager
     def _signals(self):
         """Ctrl-C and SIGTERM finish the current step, save and stop; a second Ctrl-C stops at once."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
 
         def request_stop(signum, frame):
             # Under torchrun the launcher passes the signal on too: only a lone process
@@ -715,12 +711,22 @@ class Trainer:
                 raise KeyboardInterrupt
             self._stop = signum
 
-        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+        return signal_handlers(request_stop, signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def signal_handlers(handler, *signums: int):
+    """``handler`` for ``signums`` inside the block, the previous handlers after it. Outside the
+    main thread (where Python cannot set handlers) the block runs with them unchanged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
 
 
 def _to_device(data: Split, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,7 +22,6 @@ import json
 import math
 import shutil
 import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from optuna.trial import TrialState
 from .config import TrainConfig, load_config_file
 from .errors import FmnistError, TrainingDiverged
 from .presets import preset_config
-from .train import Callback, Trainer
+from .train import Callback, Trainer, signal_handlers
 from .tune_results import BEST_CONFIG, HISTORY_PNG, SUMMARY, fmt_value, trial_table, write_results
 
 JOURNAL = "journal.log"
@@ -348,23 +347,14 @@ class _StopRequest:
     def __init__(self, log: Callable[[str], None]):
         self.requested, self.log = False, log
 
-    @contextlib.contextmanager
     def installed(self):
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
         def handler(signum, frame):
             if self.requested:
                 raise KeyboardInterrupt
             self.requested = True
             self.log("stopping after this trial (Ctrl-C again to stop at once)")
 
-        previous = signal.signal(signal.SIGINT, handler)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        return signal_handlers(handler, signal.SIGINT)
 
 
 def _sampler_seed(seed: int, number: int) -> int:
@@ -417,18 +407,16 @@ def run_trial(study: optuna.Study, space, base: TrainConfig, folder: Path, seed:
     t0 = time.perf_counter()
     try:
         run = _TrialTrainer(cfg, [ReportToOptuna(trial, cfg.epochs)]).run()
-    except optuna.TrialPruned as e:
-        study.tell(trial, state=TrialState.PRUNED)
-        shutil.rmtree(out, ignore_errors=True)
-        _progress(study, trial.number, "PRUNED", trial, time.perf_counter() - t0, str(e), log)
-        return
-    except TrainingDiverged:
+    except (optuna.TrialPruned, TrainingDiverged) as e:
         # A recipe that diverges is a (bad) result of the search, not a reason to stop it:
         # pruned, so it counts as a trial and TPE ranks it below every completed one.
-        trial.set_user_attr("diverged", True)
+        note = str(e)
+        if isinstance(e, TrainingDiverged):
+            trial.set_user_attr("diverged", True)
+            note = "diverged (NaN loss)"
         study.tell(trial, state=TrialState.PRUNED)
         shutil.rmtree(out, ignore_errors=True)
-        _progress(study, trial.number, "PRUNED", trial, time.perf_counter() - t0, "diverged (NaN loss)", log)
+        _progress(study, trial.number, "PRUNED", trial, time.perf_counter() - t0, note, log)
         return
     except BaseException:
         study.tell(trial, state=TrialState.FAIL)

@@ -19,6 +19,8 @@ from postgres import debian_postgres_version, throwaway_cluster
 
 from fmnist import tune as ftune
 from fmnist.config import TrainConfig
+from fmnist.errors import TrainingDiverged
+from fmnist.train import Trainer
 from fmnist.tune_results import importances
 
 SEED_ONLY = {"model": {"choices": ["seed"]}, "batch_size": {"choices": [128, 256]}}
@@ -176,9 +178,6 @@ def test_ctrl_c_stops_after_the_current_trial(monkeypatch, capsys, tmp_path, syn
 
 def test_a_diverging_trial_is_pruned_and_the_search_goes_on(monkeypatch, capsys, tmp_path, synthetic_dir):
     """A learning rate that makes the loss NaN is a bad result, not the end of the study."""
-    from fmnist.errors import TrainingDiverged
-    from fmnist.train import Trainer
-
     real_epoch = Trainer.train_epoch
 
     def diverge_in_trial_0(self):
