@@ -178,7 +178,7 @@ def cross_validated_probabilities(
             log(f"fold {k + 1}/{opts.folds}: reusing {out}")
         model, info = load_model(out)
         x = torch.from_numpy(images[held]).unsqueeze(1)
-        probs[held] = softmax(predict_logits(model, x, 1000, info.tta), temperature_of(info))
+        probs[held] = softmax(predict_logits(model, x, tta=info.tta), temperature_of(info))
     return probs
 
 
@@ -208,7 +208,7 @@ def audit(run: str | os.PathLike, opts: AuditOptions | None = None, log: Callabl
     test = load_split("test", opts.data_dir, verify=opts.verify)
 
     x_test = torch.from_numpy(test.images).unsqueeze(1)
-    test_probs = softmax(predict_logits(model, x_test, 1000, info.tta), temperature_of(info))
+    test_probs = softmax(predict_logits(model, x_test, tta=info.tta), temperature_of(info))
     train_probs = cross_validated_probabilities(train.labels, train.images, opts, folder / AUDIT_DIR, log)
     suspects = {
         "train": find_suspects(train.labels, train_probs, "train"),

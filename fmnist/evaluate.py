@@ -122,7 +122,7 @@ def evaluate(
     use_tta = info.tta if tta is None else tta
     images = torch.from_numpy(test.images).unsqueeze(1)
     # fp32 here (not bf16): the reported figures then match `fmnist predict` and the ONNX export exactly.
-    logits = predict_logits(model, images, 1000, use_tta, None, channels_last=dev.type != "mps")
+    logits = predict_logits(model, images, tta=use_tta)
     temperature = temperature_of(info, calibrate)
     labels_t = torch.from_numpy(test.labels).to(logits.device)
     loss = F.cross_entropy(logits.double() / temperature, labels_t).item()
@@ -193,7 +193,7 @@ def calibrate(
     train = load_split("train", data_dir, verify=verify)
     _, val_idx = validation_split(train.labels, val_size, split_seed)
     images = torch.from_numpy(train.images[val_idx]).unsqueeze(1)
-    logits = predict_logits(model, images, 1000, info.tta, None, channels_last=dev.type != "mps").cpu().numpy()
+    logits = predict_logits(model, images, tta=info.tta).cpu().numpy()
     labels = train.labels[val_idx].astype(np.int64)
     temperature = fit_temperature(logits, labels)
     summary = calibration_summary(logits, labels, temperature, "validation")
