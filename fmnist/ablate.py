@@ -20,7 +20,7 @@ from .errors import FmnistError
 from .evaluate import evaluate
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .machine import describe
-from .plots import plt, to_png
+from .plots import subplots, to_png
 from .train import train
 
 
@@ -172,7 +172,7 @@ def markdown_table(rows: list[dict[str, Any]], budget: int, seeds: int) -> str:
 
 
 def chart_png(rows: list[dict[str, Any]]) -> bytes:
-    fig, ax = plt.subplots(figsize=(9, 4.8), dpi=110)
+    fig, ax = subplots(figsize=(9, 4.8), dpi=110)
     names = [r["name"] for r in rows]
     means = [r["test_mean"] * 100 for r in rows]
     stds = [r["test_std"] * 100 for r in rows]

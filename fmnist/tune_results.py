@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .plots import plt, to_png
+from .plots import subplots, to_png
 
 BEST_CONFIG = "best_config.json"
 SUMMARY = "summary.md"
@@ -61,7 +61,7 @@ def _first_line_plain(e: BaseException) -> str:
 def history_png(study: optuna.Study) -> bytes:
     done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     pruned = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.PRUNED]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    fig, ax = subplots(figsize=(7, 4), dpi=100)
     xs = [t.number for t in done]
     ys = [t.value * 100 for t in done]
     ax.scatter(xs, ys, s=18, label="completed trial")
