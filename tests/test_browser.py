@@ -26,6 +26,8 @@ from fmnist.report import write_report
 from fmnist.spec import CLASS_NAMES
 
 CHROMIUM = Path("/usr/bin/chromium")
+# A browser process, a server thread and the real data's smoke run: seconds per test.
+pytestmark = pytest.mark.slow
 
 
 def _browser_problem() -> str | None:

@@ -151,3 +151,11 @@ def test_real_data_loads_verified_with_the_documented_statistics():
     assert test.labels[0] == 9  # the notebook's first test image is an ankle boot
     _, va = fdata.validation_split(train.labels)
     assert len(va) == 5000 and (np.bincount(train.labels[va]) == 500).all()
+
+
+def test_pixel_stats_equal_the_float64_computation():
+    images = np.random.default_rng(3).integers(0, 256, size=(300, 28, 28), dtype=np.uint8)
+    mean, std = fdata.pixel_stats(images)
+    x = images.astype(np.float64) / 255.0
+    assert mean == pytest.approx(x.mean(), rel=1e-12) and std == pytest.approx(x.std(), rel=1e-12)
+    assert all(np.isnan(fdata.pixel_stats(images[:0])))

@@ -25,6 +25,8 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 # processes compute the same mean gradient as one, up to the order of float additions.
 # Measured difference: 0 to 0.5 points of validation accuracy on this data (200 images).
 TOLERANCE = 0.02
+# Three short epochs: enough for a Ctrl-C after the first to land inside the second.
+EPOCHS, BATCH = 3, 32
 
 
 def free_port() -> int:
@@ -39,9 +41,9 @@ def args(data: Path, out: Path, *extra) -> list[str]:
         "fmnist",
         "train",
         "--epochs",
-        "2",
+        str(EPOCHS),
         "--batch-size",
-        "64",
+        str(BATCH),
         "--val-size",
         "200",
         "--data-dir",
@@ -59,27 +61,13 @@ def torchrun(*argv, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([*TORCHRUN, *argv], capture_output=True, text=True, timeout=300, env=env, **kw)
 
 
-def test_two_processes_write_one_run_that_matches_one_process(synthetic_dir, tmp_path):
-    from conftest import synthetic_config
-
-    out = tmp_path / "ddp"
-    done = torchrun("--nproc-per-node", "2", "--master-port", str(free_port()), *args(synthetic_dir, out))
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.count("epoch 2/2") == 1  # only rank 0 prints
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["processes"] == 2 and RunFolder(out).status == "finished"
-    assert len((out / "metrics.csv").read_text().splitlines()) == 3 and not (out / "resume.safetensors").exists()
-    model, info = load_model(out)
-    assert info.train_images == 1800 and info.val_images == 200
-    single = train(synthetic_config(synthetic_dir, tmp_path / "single", threads=1))
-    assert abs(summary["val_accuracy"] - single.best["val_accuracy"]) <= TOLERANCE
-    # Validation counts are summed over the processes: exact, no padded duplicates.
-    assert round(summary["val_accuracy"] * 200, 6) == int(round(summary["val_accuracy"] * 200))
-
-
-def test_two_machines_simulated_on_loopback(synthetic_dir, tmp_path):
+@pytest.fixture(scope="module")
+def two_nodes(synthetic_dir, tmp_path_factory) -> tuple[Path, list[str]]:
+    """Two simulated machines on loopback (two `torchrun --nnodes 2` launches, one process each,
+    c10d rendezvous), training 3 epochs at global batch 32 uninterrupted: the reference run the
+    tests below compare with. Returns (run folder, each launch's standard output)."""
     port = free_port()
-    out = tmp_path / "nodes"
+    out = tmp_path_factory.mktemp("ddp") / "nodes"
     common = [
         "--nnodes",
         "2",
@@ -105,8 +93,30 @@ def test_two_machines_simulated_on_loopback(synthetic_dir, tmp_path):
     ]
     results = [p.communicate(timeout=300) for p in nodes]
     assert all(p.returncode == 0 for p in nodes), [r[1][-1500:] for r in results]
-    assert sum("best epoch" in r[0] for r in results) == 1  # one writer in all
+    return out, [r[0] for r in results]
+
+
+def test_two_machines_simulated_on_loopback(two_nodes):
+    out, stdouts = two_nodes
+    assert sum("best epoch" in s for s in stdouts) == 1  # one writer in all
+    assert sum(s.count(f"epoch {EPOCHS}/{EPOCHS}") for s in stdouts) == 1  # only rank 0 prints
     assert json.loads((out / "summary.json").read_text())["processes"] == 2
+
+
+def test_two_processes_write_one_run_that_matches_one_process(two_nodes, synthetic_dir, tmp_path):
+    from conftest import synthetic_config
+
+    out, _ = two_nodes
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processes"] == 2 and RunFolder(out).status == "finished"
+    assert len((out / "metrics.csv").read_text().splitlines()) == EPOCHS + 1
+    assert not (out / "resume.safetensors").exists()
+    model, info = load_model(out)
+    assert info.train_images == 1800 and info.val_images == 200
+    single = train(synthetic_config(synthetic_dir, tmp_path / "single", threads=1, epochs=EPOCHS, batch_size=BATCH))
+    assert abs(summary["val_accuracy"] - single.best["val_accuracy"]) <= TOLERANCE
+    # Validation counts are summed over the processes: exact, no padded duplicates.
+    assert round(summary["val_accuracy"] * 200, 6) == int(round(summary["val_accuracy"] * 200))
 
 
 def test_batch_that_does_not_split_is_refused(synthetic_dir, tmp_path):
@@ -121,15 +131,10 @@ def test_batch_that_does_not_split_is_refused(synthetic_dir, tmp_path):
     assert not (tmp_path / "odd").exists()
 
 
-def test_a_distributed_run_resumes_to_the_same_model(synthetic_dir, tmp_path):
-    whole = torchrun(
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        str(free_port()),
-        *args(synthetic_dir, tmp_path / "whole", "--epochs", "3", "--batch-size", "16"),
-    )
-    assert whole.returncode == 0, whole.stderr[-2000:]
+def test_a_distributed_run_resumes_to_the_same_model(two_nodes, synthetic_dir, tmp_path):
+    """Two processes on one machine (`--nproc-per-node 2`), stopped with Ctrl-C after epoch 1 and
+    resumed, end with the very model file of the uninterrupted two-machine run: same world size,
+    same global batch, same seed."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         *TORCHRUN,
@@ -137,14 +142,14 @@ def test_a_distributed_run_resumes_to_the_same_model(synthetic_dir, tmp_path):
         "2",
         "--master-port",
         str(free_port()),
-        *args(synthetic_dir, tmp_path / "cut", "--epochs", "3", "--batch-size", "16"),
+        *args(synthetic_dir, tmp_path / "cut"),
     ]
     # A session of its own, so Ctrl-C reaches the launcher and both workers as from a terminal.
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
     )
     for line in proc.stdout:
-        if line.startswith("epoch 1/3"):
+        if line.startswith(f"epoch 1/{EPOCHS}"):
             os.killpg(proc.pid, signal.SIGINT)
             break
     _, err = proc.communicate(timeout=300)
@@ -163,4 +168,4 @@ def test_a_distributed_run_resumes_to_the_same_model(synthetic_dir, tmp_path):
         "--plain",
     )
     assert again.returncode == 0, again.stderr[-2000:]
-    assert (tmp_path / "cut/model.safetensors").read_bytes() == (tmp_path / "whole/model.safetensors").read_bytes()
+    assert (tmp_path / "cut/model.safetensors").read_bytes() == (two_nodes[0] / "model.safetensors").read_bytes()

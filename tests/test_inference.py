@@ -72,3 +72,22 @@ def test_predictor_from_a_loaded_model_and_a_run(synthetic_run):
         load_predictor(synthetic_run, backend="tensorrt")
     with pytest.raises(FmnistError, match="needs a run folder"):
         load_predictor(p.model, backend="onnx")
+
+
+def test_channels_last_prediction_equals_the_default_layout():
+    from fmnist.models import build_model
+
+    torch.manual_seed(0)
+    reference = build_model("seed").eval()
+    converted = build_model("seed").eval()
+    converted.load_state_dict(reference.state_dict())
+    x = torch.rand(20, 1, 28, 28) * 255
+    plain = predict_logits(reference, x, channels_last=False)
+    fast = predict_logits(converted, x)  # the default on CPU: weights converted in place, once
+
+    def second_conv(model):  # 32 input channels: channels-last differs from the default there
+        return [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][1].weight
+
+    assert second_conv(converted).is_contiguous(memory_format=torch.channels_last)
+    assert not second_conv(reference).is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)

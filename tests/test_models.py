@@ -50,11 +50,11 @@ def test_every_model_learns_on_a_fixed_batch(name):
     torch.manual_seed(0)
     kwargs = {"depth": 10, "width": 1} if name == "wrn" else {}
     m = build_model(name, **kwargs)
-    x = torch.rand(32, 1, 28, 28) * 255
-    y = torch.arange(32) % 10
+    x = torch.rand(10, 1, 28, 28) * 255  # one image per class: every model can memorise it
+    y = torch.arange(10)
     opt = torch.optim.Adam(m.parameters(), lr=3e-3)
     losses = []
-    for _ in range(15):
+    for _ in range(10):
         loss = F.cross_entropy(m(x), y)
         opt.zero_grad()
         loss.backward()

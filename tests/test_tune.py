@@ -102,6 +102,7 @@ def test_space_file_in_toml_narrows_and_pins(tmp_path):
 # --- a search, its results, and the best config -------------------------------------------------
 
 
+@pytest.mark.slow  # a whole search in this process: seconds of training
 def test_search_writes_results_and_best_config_trains(monkeypatch, capsys, tmp_path, synthetic_dir):
     ftrain = sys.modules["fmnist.train"]  # the module (the package exports a function of that name)
     real_load = ftrain.load_split
@@ -154,6 +155,7 @@ def test_too_few_trials_for_importances():
     assert "not enough completed trials" in importances(study)
 
 
+@pytest.mark.slow  # a whole search in this process: seconds of training
 def test_ctrl_c_stops_after_the_current_trial(monkeypatch, capsys, tmp_path, synthetic_dir):
     report = ftune.ReportToOptuna.on_epoch_end
 
@@ -227,9 +229,9 @@ def _check_study(study: optuna.Study, trials: int) -> None:
 @pytest.mark.slow
 def test_two_workers_share_a_journal_study(tmp_path, synthetic_dir):
     out, space = tmp_path / "study", space_file(tmp_path, epochs={"low": 1, "high": 2})
-    _workers(synthetic_dir, out, space, 6, None)
-    _check_study(optuna.load_study(study_name="w", storage=ftune.open_storage(None, out)), 6)
-    assert sorted(p.name for p in (out / "trials").iterdir()) <= [f"{i:04d}" for i in range(7)]
+    _workers(synthetic_dir, out, space, 4, None)
+    _check_study(optuna.load_study(study_name="w", storage=ftune.open_storage(None, out)), 4)
+    assert sorted(p.name for p in (out / "trials").iterdir()) <= [f"{i:04d}" for i in range(5)]
 
 
 @pytest.mark.slow
@@ -240,12 +242,12 @@ def test_two_workers_share_a_postgres_study(tmp_path, synthetic_dir, pg_url):
     with pytest.raises(KeyError):
         optuna.load_study(study_name=name, storage=storage)
     args = [sys.executable, "-m", "fmnist", *map(str, tune_args(synthetic_dir, out, space, "--study", name))]
-    args += ["--trials", "6", "--storage", pg_url]
+    args += ["--trials", "4", "--storage", pg_url]
     procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"]
     for p in procs:
         stdout, stderr = p.communicate(timeout=300)
         assert p.returncode == 0, stderr
-    _check_study(optuna.load_study(study_name=name, storage=storage), 6)
+    _check_study(optuna.load_study(study_name=name, storage=storage), 4)
 
 
 # --- one error line each -------------------------------------------------------------------------
