@@ -159,3 +159,4 @@ def test_pixel_stats_equal_the_float64_computation():
     x = images.astype(np.float64) / 255.0
     assert mean == pytest.approx(x.mean(), rel=1e-12) and std == pytest.approx(x.std(), rel=1e-12)
     assert all(np.isnan(fdata.pixel_stats(images[:0])))
+    assert fdata.pixel_stats(images.astype(np.float32)) == pytest.approx((mean, std), rel=1e-6)
