@@ -19,6 +19,9 @@ from fmnist.predict import predict, predict_files
 from fmnist.spec import CLASS_NAMES
 
 pytestmark = needs_real_data
+# The tests of an exported file share one `fmnist export --quantize` (about 15 s on 2 cores,
+# most of it torch.export tracing the model): slow tier. The refusals below stay fast.
+slow_export = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +32,7 @@ def exported(smoke_run, tmp_path_factory):
     return run, json.loads(out)
 
 
+@slow_export
 def test_onnx_agrees_with_pytorch_on_the_test_set(exported):
     run, r = exported
     assert r["path"] == str(run / "model.onnx") and (run / "model.onnx").is_file()
@@ -38,6 +42,7 @@ def test_onnx_agrees_with_pytorch_on_the_test_set(exported):
     assert r["onnx_accuracy"] == pytest.approx(r["torch_accuracy"], abs=0.001)
 
 
+@slow_export
 def test_onnx_file_describes_itself_and_takes_any_batch(exported):
     from fmnist.modelfile import read_model_info
 
@@ -54,6 +59,7 @@ def test_onnx_file_describes_itself_and_takes_any_batch(exported):
         assert out.shape == (n, 10)
 
 
+@slow_export
 def test_int8_copy_is_written_with_its_accuracy(exported):
     run, r = exported
     q = r["int8"]
@@ -63,6 +69,7 @@ def test_int8_copy_is_written_with_its_accuracy(exported):
     assert q["images_per_second"] > 0 and q["float_images_per_second"] > 0
 
 
+@slow_export
 def test_both_backends_give_the_same_answers(exported, tmp_path):
     run, _ = exported
     assert load_predictor(run).backend == "onnx"  # auto picks the up-to-date ONNX file
@@ -78,6 +85,7 @@ def test_both_backends_give_the_same_answers(exported, tmp_path):
     assert fa.predicted == fb.predicted and abs(fa.confidence - fb.confidence) < 1e-4
 
 
+@slow_export
 def test_onnx_from_other_weights_is_never_used(exported, tmp_path):
     import torch
 
@@ -123,6 +131,7 @@ def test_damaged_run_fails_cleanly(smoke_run, tmp_path, monkeypatch, capsys):
     assert code == 2 and "onnx" in err
 
 
+@slow_export
 def test_onnx_probabilities_output_applies_the_temperature_exactly_as_pytorch(exported):
     """The graph's second output is softmax(logits / T) with the model file's temperature; it
     agrees with fmnist's own calibrated probabilities, and the metadata names T."""

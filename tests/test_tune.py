@@ -178,6 +178,7 @@ def test_ctrl_c_stops_after_the_current_trial(monkeypatch, capsys, tmp_path, syn
     assert (out / "best_config.json").is_file()
 
 
+@pytest.mark.slow  # a whole search in this process: seconds of training
 def test_a_diverging_trial_is_pruned_and_the_search_goes_on(monkeypatch, capsys, tmp_path, synthetic_dir):
     """A learning rate that makes the loss NaN is a bad result, not the end of the study."""
     real_epoch = Trainer.train_epoch
