@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from .errors import FmnistError
-from .inference import resolve_device
+from .inference import EVAL_BATCH, resolve_device
 from .models import available, build_model, count_params
 from .transfer import frozen_prefixes
 
@@ -100,7 +100,7 @@ class TrainConfig:
     channels_last: bool = param(True, "Channels-last memory format (faster convolutions on CPU and GPU).")
     compile: bool = param(False, "torch.compile the model (pays off only for long GPU runs).")
     threads: int = param(0, "PyTorch CPU threads; 0 = PyTorch's default.", min=0, max=4096)
-    eval_batch_size: int = param(256, "Images per batch when validating.", min=1)
+    eval_batch_size: int = param(EVAL_BATCH, "Images per batch when validating.", min=1)
     save_every: int = param(
         1, "Write the resume state every N epochs (0: only when stopped by Ctrl-C or SIGTERM).", min=0
     )

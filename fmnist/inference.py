@@ -73,6 +73,19 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return None
 
 
+def _to_channels_last(model: torch.nn.Module) -> None:
+    """Convert the model's weights to channels-last order unless that is done already.
+    ``Module.to`` walks every parameter (0.16 ms a call for the seed CNN, 0.7 ms for the quick
+    ResNet on 2 cores), too slow for a server's every request; ``to`` converts all 4-D weights
+    or none, so the first one whose layout tells (several input channels, a kernel larger than
+    1x1) says whether this model was converted."""
+    probe = next(
+        (p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] * p.shape[3] > 1), None
+    )
+    if probe is not None and not probe.is_contiguous(memory_format=torch.channels_last):
+        model.to(memory_format=torch.channels_last)
+
+
 # Images per forward pass when predicting: on 2 CPU cores with channels-last, 256 ran 15-30%
 # faster than 64, 128, 512 or 1000 for both the seed CNN and the quick ResNet (docs/benchmarks.md).
 EVAL_BATCH = 256
@@ -98,7 +111,7 @@ def predict_logits(
     if channels_last is None:
         channels_last = device.type in ("cpu", "cuda")
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        _to_channels_last(model)
     out = []
     for i in range(0, len(images), batch_size):
         x = images[i : i + batch_size].to(device, non_blocking=True).float()

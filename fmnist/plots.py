@@ -158,7 +158,7 @@ def image_grid_png(
     """Images in a grid, each with a (multi-line) caption above it."""
     n = len(images)
     rows = max(1, -(-n // cols))
-    at = [[k for k in range(r * cols, min(n, (r + 1) * cols))] for r in range(rows)]
+    at = [list(range(r * cols, min(n, (r + 1) * cols))) for r in range(rows)]
     return _mosaic_png(
         [[images[k] for k in row] for row in at],
         [[captions[k] for k in row] for row in at],
