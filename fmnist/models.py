@@ -40,7 +40,7 @@ def build_model(name: str, **kwargs) -> nn.Module:
         raise FmnistError(f"unknown model {name!r}; choose one of: {', '.join(_REGISTRY)}")
     try:
         return _REGISTRY[name](**kwargs)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise FmnistError(f"bad arguments for model {name!r}: {e}") from None
 
 
@@ -164,16 +164,82 @@ def _pool_first(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
-@register("fast", "the sprint network: 3 pool-first conv layers and a global pool, ~4 MFLOP per image")
+class PatchWhitening(nn.Module):
+    """A frozen first convolution that whitens ``kernel``×``kernel`` patches, after Keller
+    Jordan's airbench: its filters are the top ``keep`` principal components of the training
+    images' patches, each divided by the square root of its variance, plus their negatives
+    (so the ReLU after it keeps both signs). The first layer then starts out decorrelated and
+    never needs training, which saves its backward pass. :meth:`fit` computes the filters from
+    training images before training starts; they are saved with the other weights."""
+
+    description = "frozen filters that decorrelate image patches (PCA whitening of the training images)"
+
+    def __init__(self, kernel: int = 4, stride: int = 2, keep: int = 8, eps: float = 5e-4):
+        super().__init__()
+        if not 1 <= keep <= kernel * kernel:
+            raise ValueError(f"keep must be between 1 and {kernel * kernel} for a {kernel}x{kernel} patch, not {keep}")
+        self.kernel, self.keep, self.eps = kernel, keep, eps
+        self.conv = nn.Conv2d(1, 2 * keep, kernel, stride, padding=(kernel - stride) // 2, bias=False)
+        self.conv.weight.requires_grad_(False)
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor) -> None:
+        """Set the filters from ``x``, a float batch (N, 1, H, W) as this layer sees it."""
+        pad = self.conv.padding[0]
+        x = nn.functional.pad(x.float(), (pad, pad, pad, pad))
+        k = self.kernel
+        patches = x.unfold(2, k, 1).unfold(3, k, 1).reshape(-1, k * k).double()
+        patches = patches - patches.mean(0)
+        cov = patches.T @ patches / len(patches)
+        values, vectors = torch.linalg.eigh(cov)  # ascending
+        values, vectors = values.flip(0)[: self.keep], vectors.flip(1)[:, : self.keep]
+        filters = (vectors / torch.sqrt(values + self.eps)).T.reshape(self.keep, 1, k, k)
+        self.conv.weight.copy_(torch.cat([filters, -filters]).to(self.conv.weight))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+WHITENING_IMAGES = 10_000
+
+
+def fit_to_data(model: nn.Module, images: torch.Tensor) -> bool:
+    """Fit the data-dependent layers of a new model (a :class:`PatchWhitening` stem) to the
+    first :data:`WHITENING_IMAGES` training images (uint8 or float, N×1×28×28), feeding them
+    through the layers before it. Returns whether there was anything to fit."""
+    if not isinstance(model, nn.Sequential) or not any(isinstance(m, PatchWhitening) for m in model):
+        return False
+    x = images[:WHITENING_IMAGES].to(next(model.parameters()).device).float()
+    with torch.no_grad():
+        for layer in model:
+            if isinstance(layer, PatchWhitening):
+                layer.fit(x)
+                return True
+            x = layer(x)
+    return False  # pragma: no cover - the any() above found one
+
+
+@register("fast", "the sprint network: pool-first conv layers and a global pool, optionally a whitening stem")
 def fast(
     widths: tuple[int, ...] | list[int] = (16, 32, 64),
+    stem: str = "conv",
+    stem_kernel: int = 4,
+    stem_keep: int = 8,
     mean: float = MEAN,
     std: float = STD,
 ) -> nn.Module:
     """One pool-first layer (:func:`_pool_first`) per width (28 -> 14 -> 7 -> 3), max- and
-    mean-pooled per channel, then the output layer."""
+    mean-pooled per channel, then the output layer. ``stem="whiten"`` starts instead with a
+    frozen :class:`PatchWhitening` of ``stem_kernel``×``stem_kernel`` patches at stride 2
+    (28 -> 14, 2×``stem_keep`` channels, then batch norm and ReLU), so the first width already
+    works at 14×14: no layer runs at full resolution."""
+    if stem not in ("conv", "whiten"):
+        raise ValueError(f"stem must be conv or whiten, not {stem!r}")
     layers: list[nn.Module] = [Normalize(mean, std)]
     c_in = 1
+    if stem == "whiten":
+        layers += [PatchWhitening(stem_kernel, 2, stem_keep), nn.BatchNorm2d(2 * stem_keep), nn.ReLU(inplace=True)]
+        c_in = 2 * stem_keep
     for width in widths:
         layers.append(_pool_first(c_in, width))
         c_in = width

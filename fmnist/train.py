@@ -39,7 +39,7 @@ from .errors import FmnistError, TrainingDiverged
 from .files import LOCK_NAME
 from .inference import predict_logits, resolve_device, resolve_precision
 from .modelfile import MODEL_FILE, ModelInfo, save_model
-from .models import Normalize, build_model, count_params, flops_per_image
+from .models import Normalize, build_model, count_params, fit_to_data, flops_per_image
 from .optim import EMA, make_optimizer, make_scheduler
 from .runs import MODEL, RESUME, RunFolder
 from .spec import NUM_CLASSES
@@ -198,6 +198,8 @@ class Trainer:
         self.np_rng = np.random.default_rng(_derived_seed(cfg.seed, 4, world.rank))
 
         self.model = build_model(cfg.model, **cfg.model_args)
+        if not self.resuming:  # a whitening stem is computed from the training images (a resumed run restores it)
+            fit_to_data(self.model, self.x_train)
         if cfg.init_from and not self.resuming:  # a resumed run restores its own weights below
             for note in initialise(self.model, cfg.model, cfg.model_args, cfg.init_from, cfg.reset_head):
                 if world.main:

@@ -61,3 +61,56 @@ def test_every_model_learns_on_a_fixed_batch(name):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], (name, losses[0], losses[-1])
+
+
+def _smooth_images(n: int, seed: int = 0) -> torch.Tensor:
+    """Images with strongly correlated neighbouring pixels, like real ones."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, 28, 28, generator=g)
+    x = torch.nn.functional.avg_pool2d(x, 5, 1, 2)
+    return (x - x.min()) / (x.max() - x.min()) * 255
+
+
+def test_patch_whitening_decorrelates_the_patches_it_was_fitted_on():
+    from fmnist.models import PatchWhitening
+
+    layer = PatchWhitening(kernel=4, stride=2, keep=8, eps=0.0)
+    x = _smooth_images(500)
+    layer.fit(x)
+    w = layer.conv.weight
+    assert w.shape == (16, 1, 4, 4) and not w.requires_grad
+    assert torch.equal(w[8:], -w[:8])  # each filter and its negative
+    # On the same patches (stride 1, as fitted), the kept components are uncorrelated with unit variance.
+    pad = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    patches = pad.unfold(2, 4, 1).unfold(3, 4, 1).reshape(-1, 16).double()
+    patches -= patches.mean(0)
+    out = patches @ w[:8].reshape(8, 16).double().T
+    cov = out.T @ out / len(out)
+    assert torch.allclose(cov, torch.eye(8, dtype=torch.float64), atol=1e-3)
+    # ... ordered by the variance they explain: the first filter is the smoothest (mean-like).
+    first = w[0].flatten()
+    assert (first > 0).all() or (first < 0).all()
+
+
+def test_fast_with_a_whitening_stem_fits_on_data_and_runs_at_14x14_from_the_start():
+    from fmnist.models import PatchWhitening, fit_to_data
+
+    m = build_model("fast", widths=[16, 32], stem="whiten", stem_keep=4)
+    before = m[1].conv.weight.clone()
+    assert isinstance(m[1], PatchWhitening)
+    assert fit_to_data(m, _smooth_images(64).to(torch.uint8)) is True
+    assert not torch.equal(m[1].conv.weight, before)
+    rows = summarize(m)
+    assert rows[1].output_shape == (8, 14, 14)
+    assert sum(r.params for r in rows) == count_params(m)
+    assert m(torch.rand(2, 1, 28, 28) * 255).shape == (2, 10)
+    assert fit_to_data(build_model("fast"), _smooth_images(8)) is False  # nothing to fit: untouched
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [({"stem": "pca"}, "stem must be conv or whiten"), ({"stem": "whiten", "stem_keep": 17}, "keep must be between")],
+)
+def test_bad_stem_arguments_are_one_line_errors(args, match):
+    with pytest.raises(FmnistError, match=match):
+        build_model("fast", **args)

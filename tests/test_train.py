@@ -284,3 +284,22 @@ def test_using_an_unfinished_run_warns(synthetic_dir, tmp_path):
     Image.new("L", (40, 40), 255).save(img)
     with pytest.warns(UserWarning, match=f"unfinished run.*--resume {out}"):
         predict_files(out, [img])
+
+
+def test_a_whitening_stem_is_fitted_on_the_training_split_frozen_and_restored_on_resume(synthetic_dir, tmp_path):
+    from fmnist.models import build_model, fit_to_data
+
+    whiten = dict(model="fast", model_args={"widths": [16, 32], "stem": "whiten"}, optimizer="sgd", lr=0.05)
+    trainer = Trainer(synthetic_config(synthetic_dir, tmp_path / "whole", **whiten))
+    trainer.setup()
+    expected = build_model("fast", widths=[16, 32], stem="whiten")
+    fit_to_data(expected, trainer.x_train)
+    assert torch.equal(trainer.model[1].conv.weight, expected[1].conv.weight)
+    trainer.run()
+    model, _ = load_model(tmp_path / "whole")
+    assert torch.equal(model[1].conv.weight, expected[1].conv.weight)  # never trained
+    # A resumed run restores the stem (it is not refitted) and ends byte for byte the same.
+    with pytest.raises(Interrupted):
+        Trainer(synthetic_config(synthetic_dir, tmp_path / "cut", **whiten), [StopAt(2, 20)]).run()
+    resume(tmp_path / "cut")
+    assert (tmp_path / "cut/model.safetensors").read_bytes() == (tmp_path / "whole/model.safetensors").read_bytes()
