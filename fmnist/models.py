@@ -176,6 +176,8 @@ class PatchWhitening(nn.Module):
 
     def __init__(self, kernel: int = 4, stride: int = 2, keep: int = 8, eps: float = 5e-4):
         super().__init__()
+        if not 2 <= kernel <= 8:
+            raise ValueError(f"the whitening kernel must be 2 to 8 pixels wide, not {kernel}")
         if not 1 <= keep <= kernel * kernel:
             raise ValueError(f"keep must be between 1 and {kernel * kernel} for a {kernel}x{kernel} patch, not {keep}")
         self.kernel, self.keep, self.eps = kernel, keep, eps
@@ -185,15 +187,22 @@ class PatchWhitening(nn.Module):
     @torch.no_grad()
     def fit(self, x: torch.Tensor) -> None:
         """Set the filters from ``x``, a float batch (N, 1, H, W) as this layer sees it."""
-        pad = self.conv.padding[0]
-        x = nn.functional.pad(x.float(), (pad, pad, pad, pad))
-        k = self.kernel
-        patches = x.unfold(2, k, 1).unfold(3, k, 1).reshape(-1, k * k).double()
-        patches = patches - patches.mean(0)
-        cov = patches.T @ patches / len(patches)
+        pad, k = self.conv.padding[0], self.kernel
+        x = x.cpu()  # float64 statistics: on the CPU, which every device's weights can be copied from
+        total = torch.zeros(k * k, dtype=torch.float64)
+        products = torch.zeros(k * k, k * k, dtype=torch.float64)
+        count = 0
+        for chunk in x.split(1000):  # every patch (stride 1), a chunk at a time to bound memory
+            chunk = nn.functional.pad(chunk.float(), (pad, pad, pad, pad))
+            patches = chunk.unfold(2, k, 1).unfold(3, k, 1).reshape(-1, k * k)
+            total += patches.sum(0, dtype=torch.float64)
+            products += (patches.T @ patches).double()  # float32 GEMM: 6x faster than float64 here
+            count += len(patches)
+        mean = total / count
+        cov = products / count - torch.outer(mean, mean)
         values, vectors = torch.linalg.eigh(cov)  # ascending
         values, vectors = values.flip(0)[: self.keep], vectors.flip(1)[:, : self.keep]
-        filters = (vectors / torch.sqrt(values + self.eps)).T.reshape(self.keep, 1, k, k)
+        filters = (vectors / torch.sqrt(values.clamp(min=0) + self.eps)).T.reshape(self.keep, 1, k, k)
         self.conv.weight.copy_(torch.cat([filters, -filters]).to(self.conv.weight))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

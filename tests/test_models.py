@@ -109,7 +109,11 @@ def test_fast_with_a_whitening_stem_fits_on_data_and_runs_at_14x14_from_the_star
 
 @pytest.mark.parametrize(
     "args, match",
-    [({"stem": "pca"}, "stem must be conv or whiten"), ({"stem": "whiten", "stem_keep": 17}, "keep must be between")],
+    [
+        ({"stem": "pca"}, "stem must be conv or whiten"),
+        ({"stem": "whiten", "stem_keep": 17}, "keep must be between"),
+        ({"stem": "whiten", "stem_kernel": 1}, "kernel must be 2 to 8"),
+    ],
 )
 def test_bad_stem_arguments_are_one_line_errors(args, match):
     with pytest.raises(FmnistError, match=match):
