@@ -105,6 +105,9 @@ def test_fast_with_a_whitening_stem_fits_on_data_and_runs_at_14x14_from_the_star
     assert sum(r.params for r in rows) == count_params(m)
     assert m(torch.rand(2, 1, 28, 28) * 255).shape == (2, 10)
     assert fit_to_data(build_model("fast"), _smooth_images(8)) is False  # nothing to fit: untouched
+    blank = build_model("fast", widths=[8], stem="whiten")
+    fit_to_data(blank, torch.full((20, 1, 28, 28), 7, dtype=torch.uint8))  # no variance at all
+    assert blank[1].conv.weight.isfinite().all() and blank(torch.zeros(2, 1, 28, 28)).isfinite().all()
 
 
 @pytest.mark.parametrize(
