@@ -105,6 +105,8 @@ def export_onnx(
         "top1_agreement": agreement,
         "torch_accuracy": float((ours.argmax(1) == test.labels).mean()),
         "onnx_accuracy": onnx_acc,
+        # The graph is one forward pass; predict, evaluate and serve add the flip TTA on top.
+        "tta": bool(info.tta),
         "seconds": time.perf_counter() - started,
     }
     if quantize:

@@ -34,12 +34,16 @@ def exported(smoke_run, tmp_path_factory):
 
 @slow_export
 def test_onnx_agrees_with_pytorch_on_the_test_set(exported):
+    from fmnist.modelfile import read_model_info
+
     run, r = exported
     assert r["path"] == str(run / "model.onnx") and (run / "model.onnx").is_file()
     assert r["test_images"] == 10_000
     assert r["top1_agreement"] >= 0.999
     assert r["max_abs_logit_diff"] < 1e-3
     assert r["onnx_accuracy"] == pytest.approx(r["torch_accuracy"], abs=0.001)
+    # one forward pass: the run's flip TTA is added by whoever predicts, and the output says so
+    assert r["tta"] is read_model_info(run).tta
 
 
 @slow_export
