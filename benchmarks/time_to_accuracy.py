@@ -5,8 +5,8 @@ Prints, per recipe, seconds of training (validation included, as the notebook's 
 include it) until the validation accuracy first reaches 90.3% (the Keras notebook's level),
 91%, 93% and 94%, the final test accuracy (read once, at the end), the achieved GFLOP/s
 during training as a fraction of the peak *measured in the same run* for the precision the
-recipe trained in (fp32 or bf16; the better of a GEMM and a convolution, fmnist/machine.py), and the speed-up over the Keras notebook to 90.3%. Never run
-as a test:
+recipe trained in (fp32 or bf16; the better of a GEMM and a convolution, fmnist/machine.py),
+and the speed-up over the Keras notebook to 90.3%. Never run as a test:
 
     make keras-venv    # once: .venv-keras with tensorflow-cpu (skip it with --no-keras)
     .venv/bin/python benchmarks/time_to_accuracy.py [--presets sprint notebook quick] [--seeds 0 1 2]
@@ -40,9 +40,10 @@ THRESHOLDS = (0.903, 0.91, 0.93, 0.94)
 TOLERANCE = 1e-6
 
 
-def first_reach(history: list[dict], threshold: float) -> float | None:
-    """Seconds at the end of the first epoch whose validation accuracy reached ``threshold``."""
-    return next((h["elapsed"] for h in history if h["val_accuracy"] >= threshold - TOLERANCE), None)
+def first_reach(history: list[tuple[float, float]], threshold: float) -> float | None:
+    """Seconds at the end of the first epoch whose validation accuracy reached ``threshold``,
+    from a run's stored (seconds, validation accuracy) pairs."""
+    return next((t for t, acc in history if acc >= threshold - TOLERANCE), None)
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +58,6 @@ def measure(preset: str, seed: int, out: Path) -> dict:
     t1 = time.perf_counter()
     test = evaluate(run.out_dir, write=False)
     eval_s = time.perf_counter() - t1
-    reach = {th: first_reach(run.history, th) for th in THRESHOLDS}
     train_s = sum(h["train_seconds"] for h in run.history)
     images = run.info.train_images // config.batch_size * config.batch_size * len(run.history)
     # Training costs about 3× the forward pass (forward, gradient w.r.t. inputs and weights).
@@ -66,7 +66,6 @@ def measure(preset: str, seed: int, out: Path) -> dict:
         "preset": preset,
         "model": config.model,
         "epochs": len(run.history),
-        "reach": reach,
         "train_s": train_s,
         "wall_s": wall,
         "eval_s": eval_s,
@@ -107,7 +106,6 @@ def measure_keras(out: Path, seed: int) -> dict:
         "preset": "keras notebook",
         "model": f"notebook CNN ({r['framework']})",
         "epochs": len(history),
-        "reach": {th: first_reach(history, th) for th in THRESHOLDS},
         "train_s": train_s,
         "wall_s": history[-1]["elapsed"],
         "process_s": wall,
@@ -130,9 +128,6 @@ def table(runs: dict[str, list[dict]], p: dict) -> None:
     """Print the markdown table. Times to each accuracy come from each run's stored history
     (seconds, validation accuracy), so a table can be re-rendered from a --json file."""
 
-    def reach(r: dict, th: float) -> float | None:
-        return first_reach([{"elapsed": t, "val_accuracy": a} for t, a in r["history"]], th)
-
     def ms(values, scale=1.0, digits=0):
         values = [v * scale for v in values if v is not None]
         if not values:
@@ -146,18 +141,18 @@ def table(runs: dict[str, list[dict]], p: dict) -> None:
         return p["bf16_gflops"] if precision.startswith("bf") else p["fp32_gflops"]
 
     base = runs.get("keras notebook", [None])[0]
-    base_t = reach(base, 0.903) if base else None
+    base_t = first_reach(base["history"], 0.903) if base else None
     print(
         "| recipe | model | epochs | seeds | s to 90.3% val | s to 91% | s to 93% | s to 94% | train + eval s "
         "| test accuracy % | GFLOP/s | % of measured peak (its precision) | speed-up to 90.3% vs Keras |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, rs in runs.items():
-        hits = [t for t in (reach(r, 0.903) for r in rs) if t]
+        hits = [t for t in (first_reach(r["history"], 0.903) for r in rs) if t]
         speed = f"{base_t / statistics.mean(hits):.1f}×" if hits and base_t else "—"
         print(
             f"| {name} | {rs[0]['model']} | {rs[0]['epochs']} | {len(rs)} | "
-            + " | ".join(ms([reach(r, th) for r in rs], digits=1) for th in THRESHOLDS)
+            + " | ".join(ms([first_reach(r["history"], th) for r in rs], digits=1) for th in THRESHOLDS)
             + f" | {ms([r['wall_s'] + r['eval_s'] for r in rs])} | {ms([r['test'] for r in rs], 100, 2)} | "
             f"{ms([r['gflops'] for r in rs])} | {ms([r['gflops'] / peak_for(r['precision']) for r in rs], 100)} | {speed} |"
         )

@@ -699,7 +699,7 @@ def export_cmd(
         f"wrote {r['path']} ({r['bytes'] / 1e6:.2f} MB, {r['exporter']} exporter, opset {r['opset']}); "
         f"ONNX Runtime agrees with PyTorch on {_pct(r['top1_agreement'])} of {r['test_images']:,} test images, "
         f"max logit difference {r['max_abs_logit_diff']:.2g}; test accuracy {_pct(r['onnx_accuracy'])}"
-        + (" (one pass; predict, evaluate and serve add flip TTA on top)" if r.get("tta") else "")
+        + (" (one pass; predict, evaluate and serve add flip TTA on top)" if r["tta"] else "")
         + "; "
         f"its probabilities output uses temperature {r['temperature']:.3f} (max difference {r['max_abs_probability_diff']:.2g})"
     )
