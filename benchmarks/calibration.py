@@ -12,10 +12,10 @@ import argparse
 import time
 from datetime import date
 
-from fmnist.calibration import expected_calibration_error, nll
-from fmnist.evaluate import evaluate
-from fmnist.inference import softmax
-from fmnist.machine import cpu_name
+from fmnist.core.machine import cpu_name
+from fmnist.reporting.evaluate import evaluate
+from fmnist.runtime.calibration import expected_calibration_error, nll
+from fmnist.runtime.inference import softmax
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fmnist.machine import cpu_name
+from fmnist.core.machine import cpu_name
 
 
 def free_port() -> int:

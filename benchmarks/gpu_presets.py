@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from fmnist.evaluate import evaluate  # noqa: E402
-from fmnist.presets import preset_config  # noqa: E402
-from fmnist.train import train  # noqa: E402
+from fmnist.reporting.evaluate import evaluate  # noqa: E402
+from fmnist.training.presets import preset_config  # noqa: E402
+from fmnist.training.trainer import train  # noqa: E402
 
 R32 = {"widths": [32, 64, 128], "stem": 24}
 R48 = {"widths": [48, 96, 192], "stem": 24}

@@ -26,10 +26,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fmnist.errors import FmnistError  # noqa: E402
-from fmnist.export import _to_onnx, calibration_images, quantize_int8  # noqa: E402
-from fmnist.machine import peaks  # noqa: E402
+from fmnist.core.errors import FmnistError  # noqa: E402
+from fmnist.core.machine import peaks  # noqa: E402
 from fmnist.models import available, build_model, flops_per_image  # noqa: E402
+from fmnist.runtime.export import _to_onnx, calibration_images, quantize_int8  # noqa: E402
 
 BATCHES = (1, 64, 1024)
 

@@ -34,10 +34,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fmnist.core.errors import FmnistError  # noqa: E402
+from fmnist.core.machine import cpu_name  # noqa: E402
 from fmnist.data import load_split  # noqa: E402
-from fmnist.errors import FmnistError  # noqa: E402
-from fmnist.images import preprocess_bytes  # noqa: E402
-from fmnist.machine import cpu_name  # noqa: E402
+from fmnist.data.images import preprocess_bytes  # noqa: E402
 
 MODES = ("single", "upload", "batch")
 

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from fmnist.core.machine import peaks  # noqa: E402
 from fmnist.data import load_split, validation_split  # noqa: E402
-from fmnist.evaluate import evaluate  # noqa: E402
-from fmnist.machine import peaks  # noqa: E402
-from fmnist.presets import preset_config  # noqa: E402
-from fmnist.train import train  # noqa: E402
+from fmnist.reporting.evaluate import evaluate  # noqa: E402
+from fmnist.training.presets import preset_config  # noqa: E402
+from fmnist.training.trainer import train  # noqa: E402
 
 THRESHOLDS = (0.903, 0.91, 0.93, 0.94)
 # Keras reports accuracy as float32: 4,515 of 5,000 comes back as 0.90299999..., which must

@@ -1,5 +1,5 @@
 """`python -m fmnist ...`, which is also what `torchrun -m fmnist train ...` runs."""
 
-from .cli import main
+from fmnist.cli import main
 
 main()

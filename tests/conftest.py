@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from fmnist import data as fdata
-from fmnist.idx import encode_idx
+from fmnist.data import sources as fsources
+from fmnist.data.idx import encode_idx
 
-REAL_DIR = fdata.DEBIAN_DIR
+REAL_DIR = fsources.DEBIAN_DIR
 
 # Under pytest-xdist the cores are shared between the workers: PyTorch threads per worker, for
 # this process and (through OMP_NUM_THREADS) for the fmnist processes and notebook kernels that
@@ -27,7 +27,7 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
 
 
 def real_data_available() -> bool:
-    return all((REAL_DIR / s.name).is_file() for s in fdata.FILES.values())
+    return all((REAL_DIR / s.name).is_file() for s in fsources.FILES.values())
 
 
 needs_real_data = pytest.mark.skipif(
@@ -74,7 +74,7 @@ def write_dataset(
     tr, trl = synthetic(n_train, 0, noisy)
     te, tel = synthetic(n_test, 1, noisy)
     for key, arr in (("train-images", tr), ("train-labels", trl), ("t10k-images", te), ("t10k-labels", tel)):
-        name = fdata.FILES[key].name
+        name = fsources.FILES[key].name
         raw = encode_idx(arr)
         if compress:
             (folder / name).write_bytes(gzip.compress(raw))
@@ -96,7 +96,7 @@ def synthetic_dir(tmp_path_factory) -> Path:
 
 def synthetic_config(data_dir: Path, out: Path, **overrides):
     """A fast training configuration on the synthetic data (200 images held out)."""
-    from fmnist.config import TrainConfig
+    from fmnist.training.config import TrainConfig
 
     values = dict(
         model="seed", epochs=2, batch_size=64, val_size=200, data_dir=str(data_dir), verify=False, out=str(out)
@@ -107,7 +107,7 @@ def synthetic_config(data_dir: Path, out: Path, **overrides):
 @pytest.fixture(scope="session")
 def synthetic_run(synthetic_dir, tmp_path_factory) -> Path:
     """A finished two-epoch run of the seed CNN on the synthetic data (shared: copy before changing it)."""
-    from fmnist.train import train
+    from fmnist.training.trainer import train
 
     out = tmp_path_factory.mktemp("runs") / "synthetic"
     train(synthetic_config(synthetic_dir, out))
@@ -120,8 +120,8 @@ def smoke_run(tmp_path_factory) -> Path:
     complete run folder that tests of evaluation, prediction, reports and export can share."""
     if not real_data_available():
         pytest.skip("real data missing")
-    from fmnist.config import TrainConfig
-    from fmnist.train import train
+    from fmnist.training.config import TrainConfig
+    from fmnist.training.trainer import train
 
     out = tmp_path_factory.mktemp("runs") / "smoke"
     mp = pytest.MonkeyPatch()

@@ -12,9 +12,10 @@ still reach the ~90% the original notebook reported, and `sprint` must beat it (
 import pytest
 from conftest import needs_real_data
 
-from fmnist import evaluate, predict
-from fmnist.presets import preset_config
-from fmnist.train import train
+from fmnist.reporting import evaluate
+from fmnist.runtime import predict
+from fmnist.training.presets import preset_config
+from fmnist.training.trainer import train
 
 pytestmark = [needs_real_data, pytest.mark.slow, pytest.mark.accuracy]
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from conftest import run_cli, synthetic
 
-from fmnist import data as fdata
-from fmnist.audit import AuditOptions, audit, find_suspects, fold_assignment
-from fmnist.config import TrainConfig
-from fmnist.idx import encode_idx
-from fmnist.runs import AUDIT_DIR, AUDIT_GRIDS, AUDIT_PAGE, AUDIT_TABLE
-from fmnist.train import train
+from fmnist.data import sources as fsources
+from fmnist.data.idx import encode_idx
+from fmnist.runtime.runs import AUDIT_DIR, AUDIT_GRIDS, AUDIT_PAGE, AUDIT_TABLE
+from fmnist.studies.audit import AuditOptions, audit, find_suspects, fold_assignment
+from fmnist.training.config import TrainConfig
+from fmnist.training.trainer import train
 
 pytest.importorskip("cleanlab")
 
@@ -33,7 +33,7 @@ def planted(folder, n_train=1200, n_test=300, rate=0.05):
         wrong[split] = set(idx.tolist())
     folder.mkdir(parents=True)
     for key, arr in (("train-images", tr), ("train-labels", trl), ("t10k-images", te), ("t10k-labels", tel)):
-        (folder / fdata.FILES[key].name).write_bytes(gzip.compress(encode_idx(arr)))
+        (folder / fsources.FILES[key].name).write_bytes(gzip.compress(encode_idx(arr)))
     return wrong
 
 

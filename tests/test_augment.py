@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fmnist import augment
+from fmnist.data import augment
 
 
 def batch(n=16, seed=0):

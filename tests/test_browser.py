@@ -20,10 +20,10 @@ import pytest
 from conftest import needs_real_data
 from PIL import Image
 
+from fmnist.core.spec import CLASS_NAMES
 from fmnist.data import load_split
-from fmnist.predict import Prediction, predict_files
-from fmnist.report import write_report
-from fmnist.spec import CLASS_NAMES
+from fmnist.reporting.report import write_report
+from fmnist.runtime.predict import Prediction, predict_files
 
 CHROMIUM = Path("/usr/bin/chromium")
 # A browser process, a server thread and the real data's smoke run: seconds per test.

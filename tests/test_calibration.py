@@ -15,12 +15,18 @@ import pytest
 import torch
 from conftest import run_cli
 
-from fmnist.calibration import calibration_bins, expected_calibration_error, fit_temperature, nll, scaled_softmax
 from fmnist.data import load_split
-from fmnist.evaluate import calibrate, evaluate
-from fmnist.inference import load_predictor, predict_logits, softmax
-from fmnist.modelfile import load_model, read_model_info, save_model
-from fmnist.predict import predict
+from fmnist.reporting.evaluate import calibrate, evaluate
+from fmnist.runtime.calibration import (
+    calibration_bins,
+    expected_calibration_error,
+    fit_temperature,
+    nll,
+    scaled_softmax,
+)
+from fmnist.runtime.inference import load_predictor, predict_logits, softmax
+from fmnist.runtime.modelfile import load_model, read_model_info, save_model
+from fmnist.runtime.predict import predict
 
 
 def sample_labels(logits: np.ndarray, temperature: float, seed: int = 0) -> np.ndarray:

@@ -46,7 +46,7 @@ def test_checksum_mismatch(capsys, monkeypatch, tmp_path):
 
 
 def test_counts_differ(capsys, monkeypatch, tmp_path):
-    from fmnist.idx import encode_idx
+    from fmnist.data.idx import encode_idx
 
     d = write_dataset(tmp_path / "d")
     (d / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(encode_idx(__import__("numpy").zeros(5, "uint8"))))

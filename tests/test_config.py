@@ -7,8 +7,8 @@ import math
 import pytest
 from conftest import run_cli
 
-from fmnist.config import TrainConfig, check_model, load_config_file, parse_model_args
-from fmnist.errors import FmnistError
+from fmnist.core.errors import FmnistError
+from fmnist.training.config import TrainConfig, check_model, load_config_file, parse_model_args
 
 
 def test_every_field_is_a_train_option_with_its_help(monkeypatch, capsys):

@@ -2,9 +2,10 @@
 
 import io
 
-from fmnist.config import TrainConfig
-from fmnist.console import PlainProgress, epoch_line, make_console, start_line
-from fmnist.modelfile import ModelInfo
+from fmnist.core.console import make_console
+from fmnist.runtime.modelfile import ModelInfo
+from fmnist.training.config import TrainConfig
+from fmnist.training.progress import PlainProgress, epoch_line, start_line
 
 ROW = {
     "epoch": 3,

@@ -5,9 +5,10 @@ import pytest
 from conftest import needs_real_data, write_dataset
 
 from fmnist import data as fdata
-from fmnist import spec as fspec
-from fmnist.errors import ChecksumError, DataNotFoundError, IdxError
-from fmnist.idx import encode_idx
+from fmnist.core import spec as fspec
+from fmnist.core.errors import ChecksumError, DataNotFoundError, IdxError
+from fmnist.data import sources as fsources
+from fmnist.data.idx import encode_idx
 
 
 @pytest.fixture
@@ -16,7 +17,7 @@ def sources(tmp_path, monkeypatch):
     cache = tmp_path / "xdg"
     debian = tmp_path / "debian"
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    monkeypatch.setattr(fdata, "DEBIAN_DIR", debian)
+    monkeypatch.setattr(fsources, "DEBIAN_DIR", debian)
     return cache / "fmnist", debian
 
 
@@ -25,19 +26,19 @@ def test_explicit_dir_wins(tmp_path, sources):
     write_dataset(cache)
     write_dataset(debian)
     mine = write_dataset(tmp_path / "mine")
-    src = fdata.locate(mine)
+    src = fsources.locate(mine)
     assert (src.origin, src.directory) == ("--data-dir", mine)
 
 
 def test_env_dir_then_cache_then_debian(tmp_path, sources, monkeypatch):
     cache, debian = sources
     write_dataset(debian)
-    assert fdata.locate().origin == "debian"
+    assert fsources.locate().origin == "debian"
     write_dataset(cache)
-    assert fdata.locate().origin == "cache"
+    assert fsources.locate().origin == "cache"
     env = write_dataset(tmp_path / "env")
     monkeypatch.setenv("FMNIST_DATA_DIR", str(env))
-    src = fdata.locate()
+    src = fsources.locate()
     assert (src.origin, src.directory) == ("FMNIST_DATA_DIR", env)
 
 
@@ -50,12 +51,12 @@ def test_uncompressed_files_are_found(tmp_path, sources):
 def test_explicit_dir_without_files_says_which(tmp_path, sources):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataNotFoundError, match="--data-dir .*lacks train-images-idx3-ubyte.gz"):
-        fdata.locate(tmp_path / "empty")
+        fsources.locate(tmp_path / "empty")
 
 
 def test_nothing_found_lists_tries_and_fixes(sources):
     with pytest.raises(DataNotFoundError) as e:
-        fdata.locate()
+        fsources.locate()
     msg = str(e.value)
     assert "cache" in msg and "debian" in msg and "download (disabled)" in msg
     assert "--data-dir" in msg and "apt-get install dataset-fashion-mnist" in msg and "download" in msg
@@ -66,14 +67,14 @@ def test_download_goes_through_a_verified_temporary_file(tmp_path, sources, monk
     """A 'download' from a local mirror (file:// URL): verified, then moved into the cache."""
     mirror = write_dataset(tmp_path / "mirror")
     specs = {}
-    for key, spec in fdata.FILES.items():
+    for key, spec in fsources.FILES.items():
         blob = (mirror / spec.name).read_bytes()
-        content = fdata.read_bytes(mirror / spec.name)
+        content = fsources.read_bytes(mirror / spec.name)
         specs[key] = fspec.FileSpec(
             key, spec.name, hashlib.sha256(content).hexdigest(), len(content), hashlib.md5(blob).hexdigest()
         )
-    monkeypatch.setattr(fdata, "FILES", specs)
-    paths = fdata.download_to(tmp_path / "dl", progress=False, base_url=mirror.as_uri() + "/")
+    monkeypatch.setattr(fsources, "FILES", specs)
+    paths = fsources.download_to(tmp_path / "dl", progress=False, base_url=mirror.as_uri() + "/")
     assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == sorted(s.name for s in specs.values())
     assert all(p.is_file() for p in paths.values())
 
@@ -81,7 +82,7 @@ def test_download_goes_through_a_verified_temporary_file(tmp_path, sources, monk
 def test_download_with_wrong_md5_leaves_nothing(tmp_path, sources):
     mirror = write_dataset(tmp_path / "mirror")  # synthetic files: the official MD5 cannot match
     with pytest.raises(DataNotFoundError, match="MD5"):
-        fdata.download_to(tmp_path / "dl", progress=False, base_url=mirror.as_uri() + "/")
+        fsources.download_to(tmp_path / "dl", progress=False, base_url=mirror.as_uri() + "/")
     assert list((tmp_path / "dl").iterdir()) == []
 
 
@@ -90,7 +91,7 @@ def test_checksum_mismatch_names_file_and_hashes(tiny_dir):
         fdata.load_split("train", tiny_dir)
     msg = str(e.value)
     assert "train-images-idx3-ubyte.gz" in msg
-    assert fdata.FILES["train-images"].sha256 in msg
+    assert fsources.FILES["train-images"].sha256 in msg
     assert "not Fashion-MNIST" in msg and "--no-verify" in msg
 
 

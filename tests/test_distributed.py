@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from fmnist.modelfile import load_model
-from fmnist.runs import RunFolder
-from fmnist.train import train
+from fmnist.runtime.modelfile import load_model
+from fmnist.runtime.runs import RunFolder
+from fmnist.training.trainer import train
 
 # Each test starts two or more Python processes that import torch: seconds apiece, so slow tier.
 pytestmark = pytest.mark.slow

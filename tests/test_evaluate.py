@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from fmnist.calibration import calibration_bins, expected_calibration_error
-from fmnist.evaluate import confusion_matrix, per_class_metrics
+from fmnist.reporting.evaluate import confusion_matrix, per_class_metrics
+from fmnist.runtime.calibration import calibration_bins, expected_calibration_error
 
 
 def test_confusion_and_per_class_by_hand():

@@ -12,11 +12,11 @@ import pytest
 from conftest import copy_and_run_cli, needs_real_data, run_cli
 from PIL import Image
 
-from fmnist import export as fexport
-from fmnist.errors import FmnistError
-from fmnist.inference import load_predictor, onnx_session
-from fmnist.predict import predict, predict_files
-from fmnist.spec import CLASS_NAMES
+from fmnist.core.errors import FmnistError
+from fmnist.core.spec import CLASS_NAMES
+from fmnist.runtime import export as fexport
+from fmnist.runtime.inference import load_predictor, onnx_session
+from fmnist.runtime.predict import predict, predict_files
 
 pytestmark = needs_real_data
 # The tests of an exported file share one `fmnist export --quantize` (about 15 s on 2 cores,
@@ -34,7 +34,7 @@ def exported(smoke_run, tmp_path_factory):
 
 @slow_export
 def test_onnx_agrees_with_pytorch_on_the_test_set(exported):
-    from fmnist.modelfile import read_model_info
+    from fmnist.runtime.modelfile import read_model_info
 
     run, r = exported
     assert r["path"] == str(run / "model.onnx") and (run / "model.onnx").is_file()
@@ -48,7 +48,7 @@ def test_onnx_agrees_with_pytorch_on_the_test_set(exported):
 
 @slow_export
 def test_onnx_file_describes_itself_and_takes_any_batch(exported):
-    from fmnist.modelfile import read_model_info
+    from fmnist.runtime.modelfile import read_model_info
 
     run, r = exported
     session = onnx_session(run / "model.onnx")
@@ -93,7 +93,7 @@ def test_both_backends_give_the_same_answers(exported, tmp_path):
 def test_onnx_from_other_weights_is_never_used(exported, tmp_path):
     import torch
 
-    from fmnist.modelfile import load_model, save_model
+    from fmnist.runtime.modelfile import load_model, save_model
 
     run, _ = exported
     retrained = tmp_path / "retrained"
@@ -110,8 +110,8 @@ def test_onnx_from_other_weights_is_never_used(exported, tmp_path):
 
 
 def test_disagreeing_export_is_refused_and_nothing_written(tmp_path, monkeypatch):
-    from fmnist.modelfile import ModelInfo, save_model
     from fmnist.models import build_model
+    from fmnist.runtime.modelfile import ModelInfo, save_model
 
     # A tiny untrained model: the refusal path is the point, not the accuracy.
     save_model(tmp_path / "model.safetensors", build_model("mlp", hidden=8), ModelInfo("mlp", {"hidden": 8}))
@@ -142,9 +142,9 @@ def test_onnx_probabilities_output_applies_the_temperature_exactly_as_pytorch(ex
     import torch
 
     from fmnist.data import load_split
-    from fmnist.export import PROBS_NAME
-    from fmnist.inference import softmax
-    from fmnist.modelfile import read_model_info
+    from fmnist.runtime.export import PROBS_NAME
+    from fmnist.runtime.inference import softmax
+    from fmnist.runtime.modelfile import read_model_info
 
     run, r = exported
     t = read_model_info(run).temperature

@@ -21,18 +21,18 @@ from conftest import run_cli, synthetic_config, write_dataset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import fmnist.idx
+import fmnist.data.idx
+from fmnist.core.errors import FmnistError, IdxError
+from fmnist.core.files import dumps
+from fmnist.core.spec import FILES
 from fmnist.data import load_split
-from fmnist.errors import FmnistError, IdxError
-from fmnist.files import dumps
-from fmnist.idx import encode_idx, parse_idx, read_bytes
-from fmnist.modelfile import ModelInfo, load_model, save_model
+from fmnist.data.idx import encode_idx, parse_idx, read_bytes
 from fmnist.models import build_model
-from fmnist.runs import REPLACED, RunFolder
-from fmnist.spec import FILES
-from fmnist.train import Callback, Trainer, train
+from fmnist.runtime.modelfile import ModelInfo, load_model, save_model
+from fmnist.runtime.runs import REPLACED, RunFolder
+from fmnist.training.trainer import Callback, Trainer, train
 
-train_module = import_module("fmnist.train")  # the package's `fmnist.train` is the function
+train_module = import_module("fmnist.training.trainer")  # the package's `fmnist.train` is the function
 
 
 def one_error_line(code: int, err: str, *needles: str) -> str:
@@ -86,7 +86,7 @@ def test_a_gzip_bomb_named_like_a_data_file_stops_at_the_known_size(tmp_path):
 
 def test_custom_data_without_a_known_size_is_capped_too(tmp_path, monkeypatch):
     d = write_dataset(tmp_path / "d")
-    monkeypatch.setattr(fmnist.idx, "MAX_BYTES", 100_000)
+    monkeypatch.setattr(fmnist.data.idx, "MAX_BYTES", 100_000)
     with pytest.raises(IdxError, match="more than 100,000 bytes"):
         load_split("train", d, verify=False)
     raw = tmp_path / "raw.idx"

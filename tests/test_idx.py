@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from fmnist.errors import IdxError
-from fmnist.idx import encode_idx, parse_idx, read_idx, write_idx
+from fmnist.core.errors import IdxError
+from fmnist.data.idx import encode_idx, parse_idx, read_idx, write_idx
 
 DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
 

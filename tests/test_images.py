@@ -11,11 +11,11 @@ import torch
 from conftest import needs_real_data, run_cli
 from PIL import Image
 
-from fmnist import images as fimages
-from fmnist.errors import FmnistError
-from fmnist.images import load_image, preprocess_file, to_fashion_mnist
-from fmnist.inference import probabilities
-from fmnist.predict import predict_files
+from fmnist.core.errors import FmnistError
+from fmnist.data import images as fimages
+from fmnist.data.images import load_image, preprocess_file, to_fashion_mnist
+from fmnist.runtime.inference import probabilities
+from fmnist.runtime.predict import predict_files
 
 
 def render(pixels: np.ndarray, scale: int = 5, resample=Image.Resampling.LANCZOS, mode: str = "L") -> Image.Image:
@@ -48,7 +48,7 @@ def _first_line_only(e: pytest.ExceptionInfo) -> str:
 @needs_real_data
 @pytest.mark.parametrize("resample", [Image.Resampling.LANCZOS, Image.Resampling.NEAREST])
 def test_rendered_test_images_round_trip(test_sample, smoke_run, resample):
-    from fmnist.modelfile import load_model
+    from fmnist.runtime.modelfile import load_model
 
     originals, _ = test_sample
     back = np.stack([to_fashion_mnist(render(x, resample=resample)) for x in originals])

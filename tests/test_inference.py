@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from fmnist.errors import FmnistError
-from fmnist.inference import load_predictor, predict_logits, probabilities, resolve_device, softmax
+from fmnist.core.errors import FmnistError
+from fmnist.runtime.inference import load_predictor, predict_logits, probabilities, resolve_device, softmax
 
 
 class Asymmetric(torch.nn.Module):

@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import save as save_safetensors
 from safetensors.torch import save_file
 
-from fmnist.errors import ModelFileError
-from fmnist.modelfile import DATA_HASH_KEY, ModelInfo, load_model, read_model_info, save_model
+from fmnist.core.errors import ModelFileError
 from fmnist.models import build_model
+from fmnist.runtime.modelfile import DATA_HASH_KEY, ModelInfo, load_model, read_model_info, save_model
 
 
 def saved(tmp_path, name="seed", args=None, **info) -> tuple[torch.nn.Module, object]:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fmnist.errors import FmnistError
+from fmnist.core.errors import FmnistError
 from fmnist.models import available, build_model, count_params, flops_per_image, summarize
 
 

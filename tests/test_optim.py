@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from fmnist.config import TrainConfig
 from fmnist.models import build_model
-from fmnist.optim import EMA, lr_factor, param_groups
+from fmnist.training.config import TrainConfig
+from fmnist.training.optim import EMA, lr_factor, param_groups
 
 
 def test_onecycle_and_cosine_schedules():

@@ -1,9 +1,9 @@
 """Presets and the ablation's steps are valid configurations."""
 
-from fmnist.ablate import STEPS
-from fmnist.config import TrainConfig
 from fmnist.models import build_model
-from fmnist.presets import PRESETS, preset_config
+from fmnist.studies.ablate import STEPS
+from fmnist.training.config import TrainConfig
+from fmnist.training.presets import PRESETS, preset_config
 
 
 def test_presets_are_valid_configs_and_flags_override_them():

@@ -10,7 +10,7 @@ import shutil
 import pytest
 from conftest import copy_and_run_cli, needs_real_data, run_cli
 
-from fmnist.report import REPORT_FILE, SECTIONS
+from fmnist.reporting.report import REPORT_FILE, SECTIONS
 
 pytestmark = needs_real_data
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -68,7 +68,7 @@ def test_report_of_damaged_run_fails_cleanly(smoke_run, tmp_path, monkeypatch, c
 
 
 def test_report_shows_ece_before_and_after_with_both_reliability_diagrams(report):
-    from fmnist.modelfile import read_model_info
+    from fmnist.runtime.modelfile import read_model_info
 
     run, page = report
     t = read_model_info(run).temperature

@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from fmnist.errors import FmnistError
-from fmnist.runs import DERIVED_FILES, RunFolder
+from fmnist.core.errors import FmnistError
+from fmnist.runtime.runs import DERIVED_FILES, RunFolder
 
 
 def test_status_follows_the_files(synthetic_run, tmp_path):

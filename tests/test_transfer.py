@@ -11,12 +11,12 @@ import torch
 from conftest import run_cli, synthetic_config
 from safetensors.torch import save_file
 
-from fmnist.errors import FmnistError
-from fmnist.modelfile import load_model
+from fmnist.core.errors import FmnistError
 from fmnist.models import build_model
-from fmnist.optim import param_groups
-from fmnist.train import train
-from fmnist.transfer import frozen_prefixes, head_name, initialise
+from fmnist.runtime.modelfile import load_model
+from fmnist.training.optim import param_groups
+from fmnist.training.trainer import train
+from fmnist.training.transfer import frozen_prefixes, head_name, initialise
 
 
 def torchvision_resnet18_state(classes: int = 1000) -> dict[str, torch.Tensor]:

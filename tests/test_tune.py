@@ -17,11 +17,11 @@ from conftest import run_cli
 from optuna.trial import TrialState
 from postgres import debian_postgres_version, throwaway_cluster
 
-from fmnist import tune as ftune
-from fmnist.config import TrainConfig
-from fmnist.errors import TrainingDiverged
-from fmnist.train import Trainer
-from fmnist.tune_results import importances
+from fmnist.core.errors import TrainingDiverged
+from fmnist.studies import tune as ftune
+from fmnist.studies.tune_results import importances
+from fmnist.training.config import TrainConfig
+from fmnist.training.trainer import Trainer
 
 SEED_ONLY = {"model": {"choices": ["seed"]}, "batch_size": {"choices": [128, 256]}}
 
@@ -104,7 +104,7 @@ def test_space_file_in_toml_narrows_and_pins(tmp_path):
 
 @pytest.mark.slow  # a whole search in this process: seconds of training
 def test_search_writes_results_and_best_config_trains(monkeypatch, capsys, tmp_path, synthetic_dir):
-    ftrain = sys.modules["fmnist.train"]  # the module (the package exports a function of that name)
+    ftrain = sys.modules["fmnist.training.trainer"]  # the module (the package exports a function of that name)
     real_load = ftrain.load_split
 
     def train_split_only(split, *a, **k):

@@ -30,16 +30,16 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
-from .._version import __version__
-from ..errors import FmnistError
-from ..images import to_png
-from ..spec import CLASS_NAMES, NUM_CLASSES
-from .guard import Guard
-from .inputs import BadRequest, parse_json, preprocess_files
-from .metrics import CONTENT_TYPE, Metrics
-from .model import ServedModel
-from .schemas import PIXELS_SCHEMA, BatchResponse, Health, PredictResponse, Problem, Samples
-from .settings import ServeSettings
+from fmnist._version import __version__
+from fmnist.core.errors import FmnistError
+from fmnist.core.spec import CLASS_NAMES, NUM_CLASSES
+from fmnist.data.images import to_png
+from fmnist.serve.guard import Guard
+from fmnist.serve.inputs import BadRequest, parse_json, preprocess_files
+from fmnist.serve.metrics import CONTENT_TYPE, Metrics
+from fmnist.serve.model import ServedModel
+from fmnist.serve.schemas import PIXELS_SCHEMA, BatchResponse, Health, PredictResponse, Problem, Samples
+from fmnist.serve.settings import ServeSettings
 
 STATIC_DIR = Path(__file__).parent / "static"
 DOCS_ASSETS = "/docs-assets"

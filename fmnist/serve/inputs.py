@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import FmnistError, ImageTooLargeError, NotAnImageError
-from ..images import preprocess_bytes
-from ..spec import IMAGE_SIZE
+from fmnist.core.errors import FmnistError, ImageTooLargeError, NotAnImageError
+from fmnist.core.spec import IMAGE_SIZE
+from fmnist.data.images import preprocess_bytes
 
 SHAPE = (IMAGE_SIZE, IMAGE_SIZE)
 # Pillow refuses to even open an image declaring more than twice its limit (~179 MP).

@@ -10,13 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from ..data import Split, load_split
-from ..errors import FmnistError
-from ..inference import load_predictor
-from ..modelfile import resolve_model_path
-from ..runs import TEST_METRICS, RunFolder
-from ..spec import CLASS_NAMES
-from .settings import ServeSettings
+from fmnist.core.errors import FmnistError
+from fmnist.core.spec import CLASS_NAMES
+from fmnist.data import Split, load_split
+from fmnist.runtime.inference import load_predictor
+from fmnist.runtime.modelfile import resolve_model_path
+from fmnist.runtime.runs import TEST_METRICS, RunFolder
+from fmnist.serve.settings import ServeSettings
 
 BACKEND_NAMES = {"onnx": "ONNX Runtime", "torch": "PyTorch"}
 

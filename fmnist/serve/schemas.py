@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ..spec import IMAGE_SIZE
+from fmnist.core.spec import IMAGE_SIZE
 
 PIXELS_SCHEMA: dict[str, Any] = {
     "type": "array",

@@ -22,11 +22,11 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.supervisors import Multiprocess
 
-from ..errors import FmnistError
-from ..modelfile import resolve_model_path
-from .app import create_app
-from .metrics import MULTIPROC_ENV
-from .settings import ServeSettings
+from fmnist.core.errors import FmnistError
+from fmnist.runtime.modelfile import resolve_model_path
+from fmnist.serve.app import create_app
+from fmnist.serve.metrics import MULTIPROC_ENV
+from fmnist.serve.settings import ServeSettings
 
 CONFIG_ENV = "FMNIST_SERVE_CONFIG"  # how the parent hands the run and settings to its workers
 LOOPBACK = ("127.0.0.1", "::1", "localhost")

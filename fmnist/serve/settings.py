@@ -9,8 +9,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import FmnistError
-from ..spec import NUM_CLASSES
+from fmnist.core.errors import FmnistError
+from fmnist.core.spec import NUM_CLASSES
 
 BACKENDS = ("auto", "onnx", "torch")
 

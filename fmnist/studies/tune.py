@@ -1,0 +1,454 @@
+"""Hyperparameter search with Optuna: ``fmnist tune``.
+
+Each trial is one ordinary training run (:func:`fmnist.train.Trainer`) of the ``quick``
+recipe with the values the sampler picked from :data:`SPACE`, on the training split only:
+the trial's score is its best validation accuracy, and the test set is never read. A
+callback reports every epoch's validation accuracy to Optuna, whose pruner may stop the
+trial early.
+
+Trials are asked for and told by hand (``study.ask`` / ``study.tell``) rather than through
+``study.optimize``, for three reasons: ``--trials`` counts the trials of the whole study
+(so several workers, or a second run of the command, share one total); Ctrl-C can stop
+*after* the current trial; and the sampler is re-seeded from each trial's number, so a
+search is reproducible and two workers started with the same ``--seed`` never draw the
+same values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import sqlalchemy.exc
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import TrialState
+
+from fmnist.core.errors import FmnistError, TrainingDiverged
+from fmnist.studies.tune_results import BEST_CONFIG, HISTORY_PNG, SUMMARY, fmt_value, trial_table, write_results
+from fmnist.training.config import TrainConfig, load_config_file
+from fmnist.training.presets import preset_config
+from fmnist.training.trainer import Callback, Trainer, signal_handlers
+
+JOURNAL = "journal.log"
+SPACE_ATTR = "fmnist_space"
+
+
+@dataclass(frozen=True)
+class Dim:
+    """One searched setting: a number in [low, high] (``log``: sampled log-uniformly), one
+    of ``choices``, or a ``fixed`` value (a narrowed space may pin a setting)."""
+
+    kind: str  # "float", "int", "choice" or "fixed"
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    choices: tuple = ()
+    fixed: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["choices"] = list(self.choices)
+        return d
+
+
+# The search space, in one place. Every other setting is the `quick` recipe's (one-cycle
+# SGD with Nesterov momentum, flip TTA). ``resnet_width`` is asked only when the model is
+# the ResNet; its stages are width, 2×width and 4×width. ``epochs``'s upper end is the
+# per-trial budget (--epochs-per-trial) unless a space file narrows it.
+SPACE: dict[str, Dim] = {
+    "model": Dim("choice", choices=("seed", "resnet")),
+    "resnet_width": Dim("choice", choices=(16, 24, 32, 48)),
+    "lr": Dim("float", 0.01, 1.0, log=True),
+    "weight_decay": Dim("float", 1e-5, 5e-3, log=True),
+    "batch_size": Dim("choice", choices=(64, 128, 256, 512)),
+    "label_smoothing": Dim("float", 0.0, 0.2),
+    "translate": Dim("int", 0, 3),
+    "erase": Dim("float", 0.0, 0.5),
+    "flip": Dim("choice", choices=(False, True)),
+    "epochs": Dim("int", 1, None),
+}
+MODELS = ("seed", "resnet")
+
+
+def default_space(budget: int) -> dict[str, Dim]:
+    return {**SPACE, "epochs": dataclasses.replace(SPACE["epochs"], low=max(1, budget // 2), high=budget)}
+
+
+# --- the space file ------------------------------------------------------------------------
+
+
+def load_space(path: str | Path | None, budget: int, base: TrainConfig) -> dict[str, Dim]:
+    """:data:`SPACE` with the entries of a JSON or TOML file replacing the defaults by name:
+    ``lr = {low = 0.05, high = 0.5, log = true}``, ``model = {choices = ["resnet"]}`` or a
+    plain value to pin it (``flip = true``). Every bound is checked against the config schema."""
+    space = default_space(budget)
+    if path is None:
+        return space
+    src = f"--space {path}"
+    for name, entry in load_config_file(path).items():
+        if name not in SPACE:
+            raise FmnistError(f"{src}: unknown setting {name!r} (the space has: {', '.join(SPACE)})")
+        space[name] = _parse_dim(name, entry, SPACE[name], src)
+    for name, dim in space.items():
+        _check_dim(name, dim, budget, base, src)
+    return space
+
+
+def _parse_dim(name: str, entry: Any, default: Dim, src: str) -> Dim:
+    if not isinstance(entry, dict):
+        return Dim("fixed", fixed=entry)
+    unknown = set(entry) - {"low", "high", "log", "choices"}
+    if unknown:
+        raise FmnistError(f"{src}: {name!r} has unknown keys {sorted(unknown)} (use low/high/log or choices)")
+    if "choices" in entry:
+        choices = entry["choices"]
+        if not isinstance(choices, list) or not choices or len(entry) > 1:
+            raise FmnistError(f"{src}: {name!r}: choices must be a non-empty list, and alone")
+        return Dim("choice", choices=tuple(choices))
+    if default.kind not in ("float", "int"):
+        raise FmnistError(f"{src}: {name!r} is chosen from a list; give choices = [...]")
+    low, high = entry.get("low", default.low), entry.get("high", default.high)
+    log = entry.get("log", default.log)
+    if not isinstance(log, bool):
+        raise FmnistError(f"{src}: {name!r}: log must be true or false")
+    for v in (low, high):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise FmnistError(f"{src}: {name!r}: low and high must be numbers, got {v!r}")
+        if default.kind == "int" and not isinstance(v, int):
+            raise FmnistError(f"{src}: {name!r}: low and high must be integers, got {v!r}")
+    if low > high:
+        raise FmnistError(f"{src}: {name!r}: low {low} is above high {high}")
+    if log and low <= 0:
+        raise FmnistError(f"{src}: {name!r}: a log range needs low > 0, got {low}")
+    return Dim(default.kind, low, high, log)
+
+
+def _values(dim: Dim) -> list[Any]:
+    if dim.kind == "fixed":
+        return [dim.fixed]
+    if dim.kind == "choice":
+        return list(dim.choices)
+    return [dim.low, dim.high]
+
+
+def _check_dim(name: str, dim: Dim, budget: int, base: TrainConfig, src: str) -> None:
+    """Each extreme of the range (each choice) must make a valid training config."""
+    for value in _values(dim):
+        if name == "model":
+            if value not in MODELS:
+                raise FmnistError(f"{src}: 'model' may be {' or '.join(MODELS)}, got {value!r}")
+        elif name == "resnet_width":
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 512:
+                raise FmnistError(f"{src}: 'resnet_width' must be whole numbers from 1 to 512, got {value!r}")
+        elif name == "epochs" and isinstance(value, int) and value > budget:
+            raise FmnistError(f"{src}: 'epochs' {value} is above the budget (--epochs-per-trial {budget})")
+        else:
+            base.merged({name: value}, src).validate(src)
+
+
+def space_key(space: dict[str, Dim]) -> str:
+    return json.dumps({k: v.to_dict() for k, v in space.items()}, sort_keys=True)
+
+
+# --- one trial ---------------------------------------------------------------------------------
+
+
+def suggest(trial: optuna.Trial, space: dict[str, Dim]) -> dict[str, Any]:
+    """The trial's training settings (define-by-run: the width only for the ResNet)."""
+
+    def pick(name: str) -> Any:
+        dim = space[name]
+        if dim.kind == "fixed":
+            return dim.fixed
+        if dim.kind == "choice":
+            return trial.suggest_categorical(name, list(dim.choices))
+        if dim.kind == "int":
+            return trial.suggest_int(name, dim.low, dim.high, log=dim.log)
+        return trial.suggest_float(name, dim.low, dim.high, log=dim.log)
+
+    values: dict[str, Any] = {"model": pick("model")}
+    if values["model"] == "resnet":
+        w = pick("resnet_width")
+        values["model_args"] = {"widths": [w, 2 * w, 4 * w], "stem": 16}
+    else:
+        values["model_args"] = {}
+    for name in SPACE:
+        if name not in ("model", "resnet_width"):
+            values[name] = pick(name)
+    return values
+
+
+def trial_config(base: TrainConfig, values: dict[str, Any], out: Path) -> TrainConfig:
+    cfg = base.merged({k: v for k, v in values.items() if k != "model_args"})
+    return dataclasses.replace(cfg, model_args=values["model_args"], out=str(out), overwrite=True)
+
+
+class TrialPruned(optuna.TrialPruned):
+    """Raised from the epoch callback when the pruner says stop; ends the training run."""
+
+
+class ReportToOptuna(Callback):
+    def __init__(self, trial: optuna.Trial, epochs: int):
+        self.trial, self.epochs = trial, epochs
+
+    def on_epoch_end(self, row: dict[str, float]) -> None:
+        self.trial.report(row["val_accuracy"], int(row["epoch"]))
+        # After the last epoch there is nothing left to save by stopping.
+        if row["epoch"] < self.epochs and self.trial.should_prune():
+            raise TrialPruned(f"pruned after epoch {int(row['epoch'])}")
+
+
+class _TrialTrainer(Trainer):
+    """A training run that leaves Ctrl-C to the search (which stops after the trial)
+    instead of saving a resume state mid-epoch."""
+
+    @contextlib.contextmanager
+    def _signals(self):
+        yield
+
+
+# --- storage -----------------------------------------------------------------------------------
+
+
+def open_storage(url: str | None, folder: Path) -> optuna.storages.BaseStorage:
+    """No URL: a journal file in the study folder (no server; several processes on one
+    machine share it through a file lock). A URL: an SQLAlchemy database (PostgreSQL for
+    several machines)."""
+    if url is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(folder / JOURNAL)))
+    shown = _hide_password(url)
+    kwargs: dict[str, Any] = {}
+    if url.startswith("postgresql"):
+        kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError, optuna.exceptions.StorageInternalError) as e:
+        raise FmnistError(f"--storage {shown}: {_first_line(e)}") from None
+
+
+def _hide_password(url: str) -> str:
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return url
+
+
+def _first_line(e: BaseException) -> str:
+    cause = getattr(e, "orig", None) or e.__cause__ or e
+    text = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    return f"{text[:300]} (check the URL, e.g. postgresql://USER:PASSWORD@HOST:5432/DB, and that the server runs)"
+
+
+def open_study(name: str, storage, space: dict[str, Dim], seed: int, pruner: str) -> optuna.Study:
+    try:
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=seed),
+            pruner=make_pruner(pruner),
+            load_if_exists=True,
+        )
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+        raise FmnistError(f"--storage: {_first_line(e)}") from None
+    key = space_key(space)
+    stored = study.user_attrs.get(SPACE_ATTR)
+    if stored is None:
+        study.set_user_attr(SPACE_ATTR, key)
+    elif stored != key:
+        raise FmnistError(
+            f"study {name!r} exists with a different search space (or --epochs-per-trial); "
+            "run it with the same --space and --epochs-per-trial, or choose another --study name"
+        )
+    return study
+
+
+def load_existing(name: str, storage) -> optuna.Study:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise FmnistError(f"no study {name!r} in that storage; check --study, --storage and --out") from None
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+        raise FmnistError(f"--storage: {_first_line(e)}") from None
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "median":
+        # Five trials run to the end before any is compared with the median of the others
+        # at the same epoch.
+        return optuna.pruners.MedianPruner(n_startup_trials=5)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise FmnistError(f"--pruner {name!r}: choose median, halving or none")
+
+
+# --- the search --------------------------------------------------------------------------------
+
+
+@dataclass
+class TuneOptions:
+    study: str
+    storage: str | None = None
+    trials: int = 20
+    timeout: float | None = None
+    epochs_per_trial: int = 3
+    subset: int = 0
+    space_file: str | None = None
+    out: str | None = None
+    seed: int = 0
+    pruner: str = "median"
+    data_dir: str | None = None
+    verify: bool = True
+    threads: int = 0
+    val_size: int = 5000
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.out) if self.out else Path("tunes") / self.study
+
+
+def base_config(opts: TuneOptions) -> TrainConfig:
+    """What every trial shares: the `quick` recipe on the training split (never the test set)."""
+    if opts.epochs_per_trial < 1:
+        raise FmnistError(f"--epochs-per-trial must be >= 1, got {opts.epochs_per_trial}")
+    cfg = preset_config(
+        "quick",
+        data_dir=opts.data_dir,
+        verify=opts.verify,
+        subset=opts.subset,
+        seed=opts.seed,
+        threads=opts.threads,
+        val_size=opts.val_size,
+    )
+    if cfg.val_size < 1:
+        raise FmnistError("--val-size must be >= 1: trials are scored on the validation split")
+    cfg = dataclasses.replace(cfg, preset=None, save_every=0)
+    cfg.validate()
+    return cfg
+
+
+class _StopRequest:
+    """First Ctrl-C: finish the current trial, then stop. Second: stop at once."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.requested, self.log = False, log
+
+    def installed(self):
+        def handler(signum, frame):
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+            self.log("stopping after this trial (Ctrl-C again to stop at once)")
+
+        return signal_handlers(handler, signal.SIGINT)
+
+
+def _sampler_seed(seed: int, number: int) -> int:
+    return int(np.random.SeedSequence([seed, number]).generate_state(1, np.uint32)[0])
+
+
+def tune(opts: TuneOptions, log: Callable[[str], None] = print) -> optuna.Study:
+    """Run trials until the study holds ``opts.trials`` of them or ``opts.timeout`` seconds
+    have passed; then write the best config, the summary and the history plot."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial instead
+    base = base_config(opts)
+    space = load_space(opts.space_file, opts.epochs_per_trial, base)
+    make_pruner(opts.pruner)  # a wrong name is refused before anything is written
+    folder = opts.folder
+    storage = open_storage(opts.storage, folder)
+    study = open_study(opts.study, storage, space, opts.seed, opts.pruner)
+    stop = _StopRequest(log)
+    start = time.monotonic()
+    interrupted = False
+    with stop.installed():
+        try:
+            while not stop.requested:
+                if opts.timeout is not None and time.monotonic() - start >= opts.timeout:
+                    log(f"--timeout {opts.timeout:g} s reached")
+                    break
+                counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+                if len(study.get_trials(deepcopy=False, states=counted)) >= opts.trials:
+                    break
+                run_trial(study, space, base, folder, opts.seed, log)
+        except KeyboardInterrupt:
+            interrupted = True
+    if any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        write_results(study, folder)
+        log(f"wrote {folder / BEST_CONFIG}, {folder / SUMMARY} and {folder / HISTORY_PNG}")
+    if interrupted or stop.requested:
+        log(f"stopped; the study is intact. Continue with the same command (fmnist tune --study {opts.study} ...)")
+    if interrupted:
+        raise KeyboardInterrupt
+    return study
+
+
+def run_trial(study: optuna.Study, space, base: TrainConfig, folder: Path, seed: int, log) -> None:
+    trial = study.ask()
+    # The trial's number is unique in the study (over all workers): seed from it.
+    study.sampler = optuna.samplers.TPESampler(seed=_sampler_seed(seed, trial.number))
+    values = suggest(trial, space)
+    out = folder / "trials" / f"{trial.number:04d}"
+    cfg = trial_config(base, values, out)
+    trial.set_user_attr("config", settings_of(cfg))
+    t0 = time.perf_counter()
+    try:
+        run = _TrialTrainer(cfg, [ReportToOptuna(trial, cfg.epochs)]).run()
+    except (optuna.TrialPruned, TrainingDiverged) as e:
+        # A recipe that diverges is a (bad) result of the search, not a reason to stop it:
+        # pruned, so it counts as a trial and TPE ranks it below every completed one.
+        note = str(e)
+        if isinstance(e, TrainingDiverged):
+            trial.set_user_attr("diverged", True)
+            note = "diverged (NaN loss)"
+        study.tell(trial, state=TrialState.PRUNED)
+        shutil.rmtree(out, ignore_errors=True)
+        _progress(study, trial.number, "PRUNED", trial, time.perf_counter() - t0, note, log)
+        return
+    except BaseException:
+        study.tell(trial, state=TrialState.FAIL)
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    trial.set_user_attr("seconds", run.seconds)
+    trial.set_user_attr("epochs_run", len(run.history))
+    study.tell(trial, run.best["val_accuracy"])
+    _progress(study, trial.number, "COMPLETE", trial, time.perf_counter() - t0, "", log)
+
+
+def settings_of(cfg: TrainConfig) -> dict[str, Any]:
+    """The config a user trains with `fmnist train --config`: everything but where it was written."""
+    d = cfg.to_dict()
+    d["out"], d["overwrite"] = None, False
+    return d
+
+
+def _progress(study, number: int, state: str, trial, seconds: float, note: str, log) -> None:
+    frozen = study.get_trials(deepcopy=False)
+    done = [t for t in frozen if t.state == TrialState.COMPLETE]
+    value = next((t.value for t in done if t.number == number), None)
+    best = max(done, key=lambda t: t.value) if done else None
+    params = " ".join(f"{k}={fmt_value(v)}" for k, v in trial.params.items())
+    acc = f"val {value * 100:.2f}%" if value is not None else note
+    best_text = f"best {best.value * 100:.2f}% (#{best.number})" if best else "best -"
+    log(f"trial {number:4d} {state:<8} {acc:<20} {best_text}  {seconds:6.1f} s  {params}")
+
+
+def show(study_name: str, storage_url: str | None, out: str | None) -> str:
+    folder = Path(out) if out else Path("tunes") / study_name
+    if storage_url is None and not (folder / JOURNAL).is_file():
+        raise FmnistError(f"no study journal at {folder / JOURNAL}; pass --out FOLDER or --storage URL")
+    study = load_existing(study_name, open_storage(storage_url, folder))
+    return trial_table(study)
