@@ -1,0 +1,135 @@
+"""The time budget's arithmetic, on an injected clock: no timing is asserted."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fmnist.core.errors import FmnistError
+from fmnist.training.budget import Costs, Deadline, Plan, parse_duration, safety, steps_that_fit
+
+
+class FakeClock:
+    def __init__(self, t: float = 100.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("2m", 120), ("90s", 90), ("1h", 3600), ("1h30m", 5400), ("1.5m", 90), ("45", 45), (" 2 min ", 120), (30, 30)],
+)
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "-5", "0", "0s", "2x", "m", "1m30", "nan", "inf", True, -1, float("nan")])
+def test_bad_durations_are_one_error_line(text):
+    with pytest.raises(FmnistError, match="--time-budget") as e:
+        parse_duration(text)
+    assert "\n" not in str(e.value)
+
+
+def test_steps_that_fit_count_validation_and_the_final_work():
+    costs = Costs(step=0.1, validation=2.0, final=3.0)
+    steps = steps_that_fit(100.0, costs, steps_per_epoch=200)
+    need = steps * 0.1 + math.ceil(steps / 200) * 2.0 + 3.0
+    assert need <= 100.0
+    more = steps + 1
+    assert more * 0.1 + math.ceil(more / 200) * 2.0 + 3.0 > 100.0
+    assert steps_that_fit(2.0, costs, 200) == 0
+
+
+@given(
+    seconds=st.floats(1, 5000),
+    step=st.floats(1e-3, 2),
+    val=st.floats(0, 30),
+    final=st.floats(0, 30),
+    spe=st.integers(1, 2000),
+    offset=st.integers(0, 1999),
+)
+def test_steps_that_fit_never_overrun(seconds, step, val, final, spe, offset):
+    offset %= spe
+    n = steps_that_fit(seconds, Costs(step, val, final), spe, offset)
+    if n:
+        assert n * step + math.ceil((offset + n) / spe) * val + final <= seconds + 1e-9
+
+
+def test_the_plan_fills_the_budget_and_the_schedule_ends_on_the_last_step():
+    clock = FakeClock()
+    deadline = Deadline(120.0, clock)
+    clock.t += 10.0  # setup and probe
+    plan = deadline.plan(Costs(step=0.05, validation=1.0, final=2.0), steps_per_epoch=430)
+    spent = plan.total * 0.05 + plan.epochs * 1.0 + 2.0
+    assert spent <= 110.0 - safety(120.0)
+    assert spent > 110.0 - safety(120.0) - 0.05 - 1.0  # nothing that would still fit is left out
+    assert plan.progress(0) == 0 and plan.progress(plan.total) == 1.0
+    assert plan.virtual_step(plan.total) == plan.steps
+    assert sum(plan.steps_in_epoch(e) for e in range(1, plan.epochs + 1)) == plan.total
+    assert plan.steps_in_epoch(plan.epochs + 1) == 0
+
+
+def test_a_slower_clock_shortens_the_plan_and_the_schedule_stays_continuous():
+    clock = FakeClock()
+    deadline = Deadline(100.0, clock)
+    costs = Costs(step=0.1, validation=0.5, final=1.0)
+    plan = deadline.plan(costs, steps_per_epoch=100)
+    before = plan.total
+    # Half way through the plan, the steps start taking twice as long.
+    half = before // 2
+    clock.t += half * 0.1 + (half // 100) * 0.5
+    assert not deadline.replan(plan, half, costs)  # on time: unchanged
+    slower = Costs(step=0.2, validation=1.0, final=1.0)
+    p_before = plan.progress(half)
+    assert deadline.replan(plan, half, slower)
+    assert plan.total < before and plan.changes == [[half, plan.total]]
+    assert plan.progress(half) == pytest.approx(p_before)  # no jump where the plan changed
+    assert plan.progress(plan.total) == 1.0
+    # The rest at the slower pace ends inside the budget.
+    rest = (plan.total - half) * 0.2 + (plan.epochs - half // 100) * 1.0 + 1.0
+    assert clock.t + rest <= deadline.end
+
+
+def test_progress_is_monotonic_through_several_changes():
+    plan = Plan(1000, 100)
+    plan.shorten(300, 800)
+    plan.shorten(500, 600)
+    values = [plan.progress(s) for s in range(0, 601)]
+    assert all(b >= a for a, b in zip(values, values[1:]))
+    assert values[-1] == 1.0 and plan.total == 600 and plan.epochs == 6
+    again = Plan.from_dict(plan.to_dict())
+    assert [again.progress(s) for s in range(601)] == values
+
+
+def test_a_plan_never_grows():
+    plan = Plan(100, 10)
+    plan.shorten(10, 200)
+    assert plan.total == 100 and plan.changes == []
+
+
+def test_a_budget_too_small_says_what_is_possible():
+    clock = FakeClock()
+    deadline = Deadline(5.0, clock)
+    clock.t += 4.0
+    with pytest.raises(FmnistError, match=r"too short on this machine.*at least \d+ s") as e:
+        deadline.plan(Costs(step=0.5, validation=2.0, final=2.0), steps_per_epoch=100)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"steps": 0, "steps_per_epoch": 1},
+        {"steps": 5, "steps_per_epoch": "x"},
+        {"steps": 5, "steps_per_epoch": 1, "changes": [[4, 2]]},
+    ],
+)
+def test_impossible_plans_are_refused(values):
+    with pytest.raises(FmnistError, match="plan"):
+        Plan.from_dict(values, "config.json")
