@@ -7,7 +7,7 @@ PRESET ?= quick
 # Every pip call uses the constraints file: an unpinned torch would pull a multi-GB CUDA build.
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: run test test-accuracy notebook venv keras-venv data lint bench clean
+.PHONY: run test test-accuracy notebook venv keras-venv data lint bench clean pretrained pretrained-check
 
 venv: $(VENV)/.installed
 
@@ -36,6 +36,15 @@ test-accuracy: venv
 # in place (nbclient, no browser); a cell error stops it and leaves the file as it was.
 notebook: venv data
 	$(BIN)/jupyter-execute --inplace --timeout=900 notebooks/fashion_mnist.ipynb
+
+# The model inside the package (fmnist/pretrained/): the quick preset, seed 0, 2 threads, trained by
+# fmnist itself, evaluated, checked against a test-accuracy floor and installed with its card.
+# pretrained-check trains it again and compares: the same tensor hash on the same CPU kind.
+pretrained: venv data
+	$(BIN)/python scripts/pretrained.py
+
+pretrained-check: venv data
+	$(BIN)/python scripts/pretrained.py --check
 
 # The Keras notebook baseline for benchmarks/time_to_accuracy.py, in a virtual environment of its
 # own: fmnist does not depend on TensorFlow, and its CPU wheel is large (~250 MB).
