@@ -386,6 +386,12 @@ def tune_cmd(
     pruner: str = typer.Option("median", "--pruner", help="median, halving (successive halving) or none."),
     threads: int = typer.Option(0, "--threads", min=0, help="PyTorch CPU threads per worker (0: default)."),
     val_size: int = typer.Option(5000, "--val-size", min=1, help="Training images held out to score each trial."),
+    heartbeat: int = typer.Option(
+        30,
+        "--heartbeat",
+        min=1,
+        help="With --storage: seconds between a worker's heartbeats; a trial silent for 4 is re-run elsewhere.",
+    ),
     data_dir: Optional[Path] = DataDir,
     no_verify: bool = NoVerify,
 ):
@@ -421,6 +427,7 @@ def tune_cmd(
         verify=not no_verify,
         threads=threads,
         val_size=val_size,
+        heartbeat=heartbeat,
     )
     tune(opts, log=lambda m: print(m, flush=True))
 
