@@ -20,9 +20,9 @@ from .serve.settings import FIELDS as SERVE_FIELDS
 from .serve.settings import ServeSettings
 
 try:  # recent Typer vendors its own copy of Click
-    from typer._click.exceptions import ClickException, UsageError
+    from typer._click.exceptions import ClickException, NoSuchOption, UsageError
 except ImportError:  # pragma: no cover - older Typer with Click installed
-    from click.exceptions import ClickException, UsageError
+    from click.exceptions import ClickException, NoSuchOption, UsageError
 
 app = typer.Typer(
     help="Train, understand, improve and use a Fashion-MNIST classifier.",
@@ -792,6 +792,15 @@ def serve_cmd(
     serve(run, settings)
 
 
+def _dash_file_hint(e: UsageError) -> str:
+    """Click reads `-dash.png` as the options -d, -a, ...: when such a name is a file, say how to pass it."""
+    name = getattr(e, "option_name", None) if isinstance(e, NoSuchOption) else None
+    for arg in sys.argv[1:] if name else ():
+        if (arg == name or (arg.startswith(name) and not name.startswith("--"))) and Path(arg).exists():
+            return f" ({arg} is a file: to pass it, write `-- {arg}` or `./{arg}`)"
+    return ""
+
+
 def main() -> None:
     """Entry point: user mistakes end in one line on stderr and exit code 2."""
     import warnings
@@ -804,7 +813,7 @@ def main() -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except UsageError as e:
-        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
+        hint = _dash_file_hint(e) or (f" (see `{e.ctx.command_path} --help`)" if e.ctx else "")
         print(f"error: {e.format_message()}{hint}", file=sys.stderr)
         sys.exit(2)
     except ClickException as e:
