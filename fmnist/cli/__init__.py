@@ -20,9 +20,9 @@ from fmnist.serve.settings import FIELDS as SERVE_FIELDS
 from fmnist.serve.settings import ServeSettings
 
 try:  # recent Typer vendors its own copy of Click
-    from typer._click.exceptions import ClickException, UsageError
+    from typer._click.exceptions import ClickException, NoSuchOption, UsageError
 except ImportError:  # pragma: no cover - older Typer with Click installed
-    from click.exceptions import ClickException, UsageError
+    from click.exceptions import ClickException, NoSuchOption, UsageError
 
 app = typer.Typer(
     help="Train, understand, improve and use a Fashion-MNIST classifier.",
@@ -387,6 +387,12 @@ def tune_cmd(
     pruner: str = typer.Option("median", "--pruner", help="median, halving (successive halving) or none."),
     threads: int = typer.Option(0, "--threads", min=0, help="PyTorch CPU threads per worker (0: default)."),
     val_size: int = typer.Option(5000, "--val-size", min=1, help="Training images held out to score each trial."),
+    heartbeat: int = typer.Option(
+        30,
+        "--heartbeat",
+        min=1,
+        help="With --storage: seconds between a worker's heartbeats; a trial silent for 4 is re-run elsewhere.",
+    ),
     data_dir: Optional[Path] = DataDir,
     no_verify: bool = NoVerify,
 ):
@@ -422,6 +428,7 @@ def tune_cmd(
         verify=not no_verify,
         threads=threads,
         val_size=val_size,
+        heartbeat=heartbeat,
     )
     tune(opts, log=lambda m: print(m, flush=True))
 
@@ -786,6 +793,15 @@ def serve_cmd(
     serve(run, settings)
 
 
+def _dash_file_hint(e: UsageError) -> str:
+    """Click reads `-dash.png` as the options -d, -a, ...: when such a name is a file, say how to pass it."""
+    name = getattr(e, "option_name", None) if isinstance(e, NoSuchOption) else None
+    for arg in sys.argv[1:] if name else ():
+        if (arg == name or (arg.startswith(name) and not name.startswith("--"))) and Path(arg).exists():
+            return f" ({arg} is a file: to pass it, write `-- {arg}` or `./{arg}`)"
+    return ""
+
+
 def main() -> None:
     """Entry point: user mistakes end in one line on stderr and exit code 2."""
     import warnings
@@ -798,7 +814,7 @@ def main() -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except UsageError as e:
-        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
+        hint = _dash_file_hint(e) or (f" (see `{e.ctx.command_path} --help`)" if e.ctx else "")
         print(f"error: {e.format_message()}{hint}", file=sys.stderr)
         sys.exit(2)
     except ClickException as e:

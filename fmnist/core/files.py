@@ -44,6 +44,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def missing_reason(path: str | os.PathLike) -> str:
+    """Why ``path`` cannot be opened although it may look present: ``Path.exists`` says False
+    for a symbolic link that loops or points nowhere as for a name that is not there."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a loop of symbolic links (it points back to itself); point the link at a real file"
+        if e.errno == errno.ENOENT and os.path.islink(path):
+            return f"a symbolic link to {os.readlink(path)}, which does not exist"
+        if e.errno != errno.ENOENT:
+            return e.strerror or str(e)
+    return "no such file"
+
+
 def check_writable(folder: str | os.PathLike) -> None:
     """Raise the OSError that writing into ``folder`` would raise (read-only, no permission,
     a file in the way), before a long computation rather than after it."""

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fmnist.core.errors import FmnistError, ImageTooLargeError, NotAnImageError
+from fmnist.core.files import missing_reason
 from fmnist.core.spec import IMAGE_SIZE
 
 # Pillow only warns below 2× its own limit (~179 MP); a photo of one garment never needs
@@ -44,7 +45,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.
     """
     path = Path(path)
     if not path.exists():
-        raise FmnistError(f"{path}: no such file")
+        raise FmnistError(f"{path}: {missing_reason(path)}")
     if path.is_dir():
         raise FmnistError(f"{path}: is a folder; pass image files")
     if path.stat().st_size == 0:
@@ -100,6 +101,7 @@ def grayscale(img: Image.Image) -> np.ndarray:
     """Float32 luminance in [0, 255]; transparent parts become white, like a product photo."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(img, dtype=np.float32)
+        _check_range(a)
         top = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
         if img.mode == "F" and a.max() <= 1.0:
             top = 1.0
@@ -112,6 +114,18 @@ def grayscale(img: Image.Image) -> np.ndarray:
         return np.asarray(img.convert("L"), dtype=np.float32)
     except ValueError:  # e.g. HSV or LAB, which Pillow cannot turn into grey directly
         raise FmnistError(f"images in Pillow's {img.mode!r} mode are not supported; save it as RGB") from None
+
+
+def _check_range(a: np.ndarray) -> None:
+    """Grey levels are read as 0-1 or 0-255 (float) or 0-65535 (16 bits); a scientific image
+    beyond that (or with NaN) would be clipped to one flat colour and then blamed for it."""
+    if a.size and not np.isfinite(a).all():
+        raise FmnistError("its pixels include NaN or infinite values; save it as an 8-bit or 16-bit image")
+    if a.size and float(a.max()) > 65535:
+        raise FmnistError(
+            f"its pixel values reach {float(a.max()):.3g}, beyond the 0-65535 of a 16-bit image; "
+            "scale it to 0-255 and save it as an 8-bit image"
+        )
 
 
 def _shrink(gray: np.ndarray) -> np.ndarray:

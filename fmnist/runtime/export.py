@@ -7,8 +7,9 @@ inside the graph (1 for a model file without one); the batch size is free. The t
 is in the metadata too (``temperature``), for a caller that averages the logits of an image
 and its mirror (flip TTA) and applies the softmax itself.
 The file says what it is in its metadata: class names, model name and arguments,
-validation and test accuracy, and the SHA-256 of the weights it came from, so prediction
-never uses an ONNX file left behind by an earlier training run.
+validation and test accuracy, the SHA-256 of the weights it came from and that of its own
+graph (:mod:`fmnist.runtime.onnx_graph`), so prediction never uses an ONNX file left behind by an
+earlier training run, nor another run's graph under this run's metadata.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from fmnist.runtime.inference import (
     temperature_of,
 )
 from fmnist.runtime.modelfile import ModelInfo, load_model, resolve_model_path
+from fmnist.runtime.onnx_graph import GRAPH_HASH_KEY, graph_sha256
 from fmnist.runtime.runs import RunFolder
 
 OPSET = 18
@@ -232,12 +234,14 @@ def _with_metadata(raw: bytes, meta: dict[str, str]) -> bytes:
     import onnx
 
     proto = onnx.load_from_string(raw)
-    keep = [p for p in proto.metadata_props if p.key not in meta]
+    keep = [p for p in proto.metadata_props if p.key not in meta and p.key != GRAPH_HASH_KEY]
     del proto.metadata_props[:]
     proto.metadata_props.extend(keep)
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=v)
     proto.doc_string = f"fmnist {meta['model']} classifier for Fashion-MNIST; classes {meta['class_names']}"
+    # Last, over everything but the metadata: what the check before serving recomputes.
+    proto.metadata_props.add(key=GRAPH_HASH_KEY, value=graph_sha256(proto, meta[SOURCE_HASH_KEY]))
     return proto.SerializeToString()
 
 

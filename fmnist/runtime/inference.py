@@ -20,6 +20,7 @@ import torch
 from fmnist.core.errors import FmnistError
 from fmnist.core.spec import NUM_CLASSES
 from fmnist.runtime.modelfile import ModelInfo, load_model, read_model_info, resolve_model_path
+from fmnist.runtime.onnx_graph import GRAPH_HASH_KEY, graph_sha256, read_onnx
 
 ONNX_FILE = "model.onnx"
 SOURCE_HASH_KEY = "fmnist_source_sha256"  # ONNX metadata: which model.safetensors it came from
@@ -160,7 +161,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def onnx_session(path: str | os.PathLike | bytes, threads: int | None = None):
+def onnx_session(path: str | os.PathLike | bytes, threads: int | None = None, name: str | None = None):
     """An ONNX Runtime CPU session for ``path`` (a file or the model's bytes). ``threads``:
     intra-op threads (default: ONNX Runtime's, one per core); a server running one
     session per worker process wants 1, or the workers fight over the cores."""
@@ -177,7 +178,7 @@ def onnx_session(path: str | os.PathLike | bytes, threads: int | None = None):
     try:
         return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
     except Exception as e:
-        where = "the exported model" if isinstance(path, bytes) else str(path)
+        where = name or ("the exported model" if isinstance(path, bytes) else str(path))
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise FmnistError(f"{where}: ONNX Runtime cannot load it ({first}); re-run `fmnist export`") from None
 
@@ -257,9 +258,19 @@ def matching_onnx(model_path: Path, threads: int | None = None):
     onnx_path = model_path.parent / ONNX_FILE
     if not onnx_path.is_file():
         raise FmnistError(f"{onnx_path}: no such file; run `fmnist export {model_path.parent}` first")
-    session = onnx_session(onnx_path, threads)
-    meta = session.get_modelmeta().custom_metadata_map
+    raw = onnx_path.read_bytes()  # once: the graph checked is the graph served
+    proto, meta = read_onnx(raw, onnx_path)
+    source = file_sha256(model_path)
     # A retrained run keeps the old model.onnx beside new weights; it must not answer for them.
-    if meta.get(SOURCE_HASH_KEY) != file_sha256(model_path):
+    if meta.get(SOURCE_HASH_KEY) != source:
         raise FmnistError(f"{onnx_path} was exported from other weights than {model_path}; re-run `fmnist export`")
-    return session
+    # The metadata says so, but another run's graph with this run's metadata copied over it
+    # would say so too: the graph itself, with these weights' hash, must hash to the record.
+    if GRAPH_HASH_KEY not in meta:
+        raise FmnistError(f"{onnx_path} has no hash of its graph (an older fmnist exported it); re-run `fmnist export`")
+    if graph_sha256(proto, source) != meta[GRAPH_HASH_KEY]:
+        raise FmnistError(
+            f"{onnx_path} holds another graph than the one exported from {model_path} (another run's, or edited); "
+            "re-run `fmnist export`"
+        )
+    return onnx_session(raw, threads, name=str(onnx_path))

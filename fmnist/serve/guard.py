@@ -1,15 +1,17 @@
 """The outermost layer of the app (plain ASGI, no per-request objects): refuses a body over
 the limit before it is read (413), counts the bytes of a body sent without a length, and
-records every request's endpoint, status and latency."""
+records every request's endpoint, status and latency (499 for a client that hung up)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from fmnist.serve.metrics import Metrics
 
@@ -17,6 +19,11 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+# nginx's "client closed request": the client hung up before its request was answered. Its
+# own status, never 500: a client that goes away is no fault of the server's to alert on.
+CLIENT_CLOSED = 499
+log = logging.getLogger("uvicorn.error")  # Uvicorn's own log, shown in its format
 
 
 class BodyTooLarge(HTTPException):
@@ -76,10 +83,21 @@ class Guard:
                 if started:
                     raise
                 await _refuse(send_recording, e)
+            except ClientDisconnect:
+                status = CLIENT_CLOSED
+                log.info(_closed_line(scope))
         finally:
             self.metrics.observe_request(
                 self.endpoint(scope["path"]), scope["method"], status, time.perf_counter() - start
             )
+
+
+def _closed_line(scope: Scope) -> str:
+    host, port = scope.get("client") or ("?", 0)
+    return (
+        f'{host}:{port} - "{scope["method"]} {scope["path"]}": the client closed the connection '
+        f"before its request was read to the end; nothing answered (counted as status {CLIENT_CLOSED})"
+    )
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 import optuna
 import sqlalchemy.exc
-from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
 from fmnist.core.errors import FmnistError, TrainingDiverged
 from fmnist.studies.tune_results import BEST_CONFIG, HISTORY_PNG, SUMMARY, fmt_value, trial_table, write_results
+from fmnist.studies.tune_storage import HEARTBEAT_SECONDS, Claims, claims_for, open_database, open_journal
 from fmnist.training.config import TrainConfig, load_config_file
 from fmnist.training.presets import preset_config
 from fmnist.training.trainer import Callback, Trainer, signal_handlers
@@ -221,19 +221,19 @@ class _TrialTrainer(Trainer):
 # --- storage -----------------------------------------------------------------------------------
 
 
-def open_storage(url: str | None, folder: Path) -> optuna.storages.BaseStorage:
+def open_storage(url: str | None, folder: Path, heartbeat: int | None = None) -> optuna.storages.BaseStorage:
     """No URL: a journal file in the study folder (no server; several processes on one
     machine share it through a file lock). A URL: an SQLAlchemy database (PostgreSQL for
-    several machines)."""
+    several machines), with ``heartbeat``: one whose workers record that they are alive."""
     if url is None:
         folder.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(folder / JOURNAL)))
+        return open_journal(folder / JOURNAL)
     shown = _hide_password(url)
     kwargs: dict[str, Any] = {}
     if url.startswith("postgresql"):
         kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        return open_database(url, kwargs, heartbeat)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError, optuna.exceptions.StorageInternalError) as e:
         raise FmnistError(f"--storage {shown}: {_first_line(e)}") from None
 
@@ -315,6 +315,7 @@ class TuneOptions:
     verify: bool = True
     threads: int = 0
     val_size: int = 5000
+    heartbeat: int = HEARTBEAT_SECONDS
 
     @property
     def folder(self) -> Path:
@@ -369,21 +370,29 @@ def tune(opts: TuneOptions, log: Callable[[str], None] = print) -> optuna.Study:
     space = load_space(opts.space_file, opts.epochs_per_trial, base)
     make_pruner(opts.pruner)  # a wrong name is refused before anything is written
     folder = opts.folder
-    storage = open_storage(opts.storage, folder)
+    storage = open_storage(opts.storage, folder, opts.heartbeat)
     study = open_study(opts.study, storage, space, opts.seed, opts.pruner)
+    claims = claims_for(storage, folder, log)
     stop = _StopRequest(log)
     start = time.monotonic()
+
+    def timed_out() -> bool:
+        return opts.timeout is not None and time.monotonic() - start >= opts.timeout
+
     interrupted = False
     with stop.installed():
         try:
             while not stop.requested:
-                if opts.timeout is not None and time.monotonic() - start >= opts.timeout:
+                if timed_out():
                     log(f"--timeout {opts.timeout:g} s reached")
                     break
-                counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-                if len(study.get_trials(deepcopy=False, states=counted)) >= opts.trials:
+                # Also finds (and queues again) the trials of workers that died.
+                if claims.study_done(study, opts.trials, lambda: stop.requested or timed_out()):
                     break
-                run_trial(study, space, base, folder, opts.seed, log)
+                try:
+                    run_trial(study, space, base, folder, opts.seed, log, claims)
+                finally:
+                    claims.release()
         except KeyboardInterrupt:
             interrupted = True
     if any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
@@ -396,8 +405,8 @@ def tune(opts: TuneOptions, log: Callable[[str], None] = print) -> optuna.Study:
     return study
 
 
-def run_trial(study: optuna.Study, space, base: TrainConfig, folder: Path, seed: int, log) -> None:
-    trial = study.ask()
+def run_trial(study: optuna.Study, space, base: TrainConfig, folder: Path, seed: int, log, claims=None) -> None:
+    trial = (claims or Claims(folder, log)).ask(study)
     # The trial's number is unique in the study (over all workers): seed from it.
     study.sampler = optuna.samplers.TPESampler(seed=_sampler_seed(seed, trial.number))
     values = suggest(trial, space)
