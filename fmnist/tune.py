@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 import optuna
 import sqlalchemy.exc
-from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
 from .config import TrainConfig, load_config_file
 from .errors import FmnistError, TrainingDiverged
+from .journal import open_journal
 from .presets import preset_config
 from .train import Callback, Trainer, signal_handlers
 from .tune_results import BEST_CONFIG, HISTORY_PNG, SUMMARY, fmt_value, trial_table, write_results
@@ -227,7 +227,7 @@ def open_storage(url: str | None, folder: Path) -> optuna.storages.BaseStorage:
     several machines)."""
     if url is None:
         folder.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(folder / JOURNAL)))
+        return open_journal(folder / JOURNAL)
     shown = _hide_password(url)
     kwargs: dict[str, Any] = {}
     if url.startswith("postgresql"):
