@@ -766,6 +766,9 @@ def serve_cmd(
     max_pixels: int = _serve_option("max_pixels"),
     top_k: int = _serve_option("top_k"),
     access_log: bool = _serve_option("access_log"),
+    timeout_header: int = _serve_option("timeout_header"),
+    timeout_keep_alive: int = _serve_option("timeout_keep_alive"),
+    limit_concurrency: int = _serve_option("limit_concurrency"),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=SERVE_FIELDS["data_dir"].metadata["help"]),
     no_verify: bool = NoVerify,
 ):
@@ -787,6 +790,9 @@ def serve_cmd(
         max_pixels=max_pixels,
         top_k=top_k,
         access_log=access_log,
+        timeout_header=timeout_header,
+        timeout_keep_alive=timeout_keep_alive,
+        limit_concurrency=limit_concurrency,
         data_dir=str(data_dir) if data_dir else None,
         verify=not no_verify,
     )

@@ -11,11 +11,14 @@ briefly trained model (77% accurate) gives the same answer for 96-98% of them.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import struct
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -44,13 +47,46 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.
     :class:`ImageTooLargeError` above ``max_pixels`` (default :data:`MAX_PIXELS`).
     """
     path = Path(path)
-    if not path.exists():
-        raise FmnistError(f"{path}: {missing_reason(path)}")
-    if path.is_dir():
-        raise FmnistError(f"{path}: is a folder; pass image files")
-    if path.stat().st_size == 0:
+    _check_regular_file(path)
+    # O_NONBLOCK: should the path have become a FIFO since the check, opening it cannot
+    # block; fstat then refuses it without reading a byte.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise FmnistError(f"{path}: cannot read it ({e.strerror or e})") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise FmnistError(f"{path}: changed into something other than a file while it was opened; pass image files")
+        return _open(f, str(path), max_pixels)
+
+
+# What a path is when it is not a file: named, because "the file is empty" (what reading
+# /dev/zero's size gives) or a read that never ends (a FIFO) says nothing useful.
+_SPECIAL = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _check_regular_file(path: Path) -> None:
+    """One line for a path that is missing, unreadable, not a regular file, or empty. Uses
+    ``stat`` only: nothing is opened (opening a FIFO blocks, opening some devices acts)."""
+    try:
+        mode, size = (st := os.stat(path)).st_mode, st.st_size
+    except FileNotFoundError:
+        raise FmnistError(f"{path}: {missing_reason(path)}") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise FmnistError(f"{path}: {missing_reason(path)}") from None
+        raise FmnistError(f"{path}: cannot read it ({e.strerror or e})") from None
+    if not stat.S_ISREG(mode):
+        what = next((name for test, name in _SPECIAL if test(mode)), "not a regular file")
+        raise FmnistError(f"{path}: is {what}, not an image file; pass PNG, JPEG, GIF, BMP, TIFF or WebP files")
+    if size == 0:
         raise NotAnImageError(f"{path}: the file is empty; pass a PNG, JPEG, GIF, BMP, TIFF or WebP image")
-    return _open(path, str(path), max_pixels)
 
 
 def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = None) -> Image.Image:
@@ -60,7 +96,7 @@ def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = Non
     return _open(io.BytesIO(data), name, max_pixels)
 
 
-def _open(source: Path | io.BytesIO, name: str, max_pixels: int | None) -> Image.Image:
+def _open(source: BinaryIO, name: str, max_pixels: int | None) -> Image.Image:
     limit = MAX_PIXELS if max_pixels is None else max_pixels
     try:
         with warnings.catch_warnings():

@@ -24,6 +24,7 @@ from fmnist.runtime.calibration import calibration_summary, expected_calibration
 from fmnist.runtime.inference import predict_logits, resolve_device, softmax, temperature_of
 from fmnist.runtime.modelfile import ModelInfo, load_model, resolve_model_path, save_model
 from fmnist.runtime.runs import CONFUSION, TEST_METRICS, RunFolder
+from fmnist.training.config import read_run_config
 
 
 @dataclass
@@ -181,7 +182,7 @@ def calibrate(
     folder = RunFolder(path.parent)
     if folder.running:
         raise FmnistError(f"{folder.path} is being trained right now; calibrate it when training has finished")
-    config = folder.read_config()
+    config = read_run_config(folder)
     val_size, split_seed = config.get("val_size"), config.get("split_seed", 0)
     if not isinstance(val_size, int) or isinstance(val_size, bool) or not isinstance(split_seed, int):
         raise FmnistError(f"{folder / 'config.json'}: lacks val_size or split_seed; retrain or restore it")

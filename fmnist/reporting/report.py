@@ -32,6 +32,7 @@ from fmnist.runtime.calibration import calibration_bins, expected_calibration_er
 from fmnist.runtime.inference import softmax
 from fmnist.runtime.modelfile import load_model, resolve_model_path
 from fmnist.runtime.runs import CONFUSION, METRICS, REPORT, TEST_METRICS, RunFolder
+from fmnist.training.config import read_run_config
 
 REPORT_FILE = REPORT
 SECTIONS = {
@@ -63,14 +64,15 @@ def write_report(
     run = RunFolder(model_path.parent)
     run.warn_if_unfinished()
     folder = run.path
+    # A damaged config.json or summary.json is an error now, before the evaluation.
+    config = read_run_config(run) if (run / "config.json").is_file() else None
+    summary = run.read_summary() if (run / "summary.json").is_file() else None
     # Read (and verify) the test set once: the metrics need its labels, the pictures its pixels.
     test = load_split("test", data_dir, verify=verify)
     result = evaluate(model_path, data_dir, write=False, verify=verify, test=test, calibrate=calibrate)
     model, info = load_model(model_path)
-    # A bare model file, a run from an older fmnist or a damaged file: the section says so.
+    # A bare model file, a run from an older fmnist or a damaged metrics.csv: the section says so.
     history = _optional(run.read_metrics) if (run / METRICS).is_file() else None
-    config = _optional(run.read_config) if (run / "config.json").is_file() else None
-    summary = _optional(run.read_summary) if (run / "summary.json").is_file() else None
 
     # Everything is drawn and the page built in memory first: a failure writes nothing.
     figures: dict[str, bytes] = {CONFUSION: confusion_png(result.confusion)}

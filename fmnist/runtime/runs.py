@@ -20,6 +20,7 @@ from typing import Any
 from fmnist.core.errors import FmnistError
 from fmnist.core.files import LOCK_NAME, FolderLock, atomic_write_json, atomic_write_text, is_locked
 from fmnist.runtime.modelfile import MODEL_FILE, read_model_info
+from fmnist.runtime.runfiles import parse_run_json
 
 RUN_FORMAT = "fmnist-run/1"  # the marker in config.json that says fmnist wrote the folder
 
@@ -133,17 +134,16 @@ class RunFolder:
     # --- reading and writing ------------------------------------------------------------
 
     def read_json(self, name: str) -> dict[str, Any]:
+        """A JSON file of the run, checked for damage and impossible values (fmnist/runfiles.py)."""
         try:
-            value = json.loads((self / name).read_text())
+            text = (self / name).read_text()
         except FileNotFoundError:
             raise FmnistError(
                 f"{self / name}: no such file; is {self.path} a run folder from `fmnist train`?"
             ) from None
         except (OSError, ValueError) as e:
             raise FmnistError(f"{self / name}: unreadable or not JSON ({e}); retrain or restore it") from None
-        if not isinstance(value, dict):
-            raise FmnistError(f"{self / name}: expected a JSON object; retrain or restore it")
-        return value
+        return parse_run_json(self / name, text)
 
     def read_config(self) -> dict[str, Any]:
         return self.read_json(CONFIG)

@@ -8,6 +8,7 @@ prometheus-client counts in a temporary folder that all of them share.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
@@ -16,6 +17,7 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 import uvicorn
@@ -25,6 +27,7 @@ from uvicorn.supervisors import Multiprocess
 from fmnist.core.errors import FmnistError
 from fmnist.runtime.modelfile import resolve_model_path
 from fmnist.serve.app import create_app
+from fmnist.serve.connections import HeaderTimeoutProtocol, raise_open_file_limit
 from fmnist.serve.metrics import MULTIPROC_ENV
 from fmnist.serve.settings import ServeSettings
 
@@ -37,6 +40,7 @@ def serve(run: str | os.PathLike, settings: ServeSettings) -> None:
     settings.validate()
     path = resolve_model_path(run).resolve()
     _check_port_free(settings.host, settings.port)
+    raise_open_file_limit()
     torch.set_num_threads(settings.threads)
     app = create_app(path, settings)  # fails here, once, if the model cannot be served
     model = app.state.model
@@ -51,13 +55,7 @@ def serve(run: str | os.PathLike, settings: ServeSettings) -> None:
             f"warning: listening on {settings.host}: anyone who can reach it can use it (no authentication)",
             file=sys.stderr,
         )
-    common = dict(
-        host=settings.host,
-        port=settings.port,
-        access_log=settings.access_log,
-        log_level="info" if settings.access_log else "warning",
-        timeout_graceful_shutdown=5,
-    )
+    common = uvicorn_options(settings)
     if settings.workers == 1:
         _freeze_garbage_collector()
         uvicorn.run(app, **common)
@@ -76,6 +74,20 @@ def serve(run: str | os.PathLike, settings: ServeSettings) -> None:
     finally:
         if own_dir:
             shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
+    """What ``uvicorn.Config`` gets, one worker or several (the tests serve with these too)."""
+    return dict(
+        host=settings.host,
+        port=settings.port,
+        access_log=settings.access_log,
+        log_level="info" if settings.access_log else "warning",
+        timeout_graceful_shutdown=5,
+        http=functools.partial(HeaderTimeoutProtocol, timeout_header=settings.timeout_header),
+        timeout_keep_alive=settings.timeout_keep_alive,
+        limit_concurrency=settings.limit_concurrency,
+    )
 
 
 class TcpConfig(uvicorn.Config):

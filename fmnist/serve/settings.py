@@ -45,6 +45,15 @@ class ServeSettings:
     )
     verify: bool = _setting(True, "Check the test images' SHA-256 before showing them.")
     access_log: bool = _setting(False, "Log every request (costs throughput).")
+    # Connection bounds (Uvicorn's settings, and the header deadline fmnist/serve/connections.py adds);
+    # the defaults are measured in docs/serve.md.
+    timeout_header: int = _setting(
+        10, "Seconds a client has to send a request's headers, from connecting or from its first byte; then closed."
+    )
+    timeout_keep_alive: int = _setting(5, "Seconds an idle keep-alive connection stays open between requests.")
+    limit_concurrency: int = _setting(
+        512, "Open connections per worker beyond which a request gets 503 (each holds a file descriptor)."
+    )
 
     def validate(self) -> ServeSettings:
         """Self, or :class:`FmnistError` naming the first setting out of range."""
@@ -57,6 +66,10 @@ class ServeSettings:
             (1 <= self.max_batch <= 10_000, "--max-batch must be between 1 and 10000"),
             (self.max_pixels >= 28 * 28, "--max-pixels must be at least 784 (one 28×28 image)"),
             (1 <= self.top_k <= NUM_CLASSES, f"--top-k must be between 1 and {NUM_CLASSES}"),
+            (1 <= self.timeout_header <= 3600, "--timeout-header must be between 1 and 3600 seconds"),
+            (1 <= self.timeout_keep_alive <= 3600, "--timeout-keep-alive must be between 1 and 3600 seconds"),
+            # Uvicorn counts the connection asking too: 1 would answer every request with 503.
+            (2 <= self.limit_concurrency <= 1_000_000, "--limit-concurrency must be between 2 and 1000000"),
         ]
         for ok, message in checks:
             if not ok:

@@ -20,6 +20,8 @@ import torch
 from fmnist.core.errors import FmnistError
 from fmnist.models import available, build_model, count_params
 from fmnist.runtime.inference import EVAL_BATCH, resolve_device
+from fmnist.runtime.runfiles import CONFIG_REMEDY
+from fmnist.runtime.runs import CONFIG, RunFolder
 from fmnist.training.transfer import frozen_prefixes
 
 # Keys a run's config.json carries beside the settings; reading it as a config skips them.
@@ -306,3 +308,19 @@ def _parse_value(text: str) -> Any:
     if "," in text:
         return [_parse_value(t.strip()) for t in text.split(",")]
     return text
+
+
+def read_run_config(folder: RunFolder) -> dict[str, Any]:
+    """A run's config.json, checked by the rules of ``fmnist train --config`` (types, ranges,
+    known keys), without the checks that depend on this machine (the device, the model's size):
+    a damaged file or one edited into an impossible state is one error line; a valid hand edit
+    keeps working."""
+    path = folder / CONFIG
+    values = folder.read_config()
+    try:
+        config = TrainConfig.from_mapping({k: v for k, v in values.items() if k not in RUN_FILE_KEYS}, str(path))
+        for f in dataclasses.fields(config):
+            _check_rules(f.name, getattr(config, f.name), f.metadata, str(path))
+    except FmnistError as e:
+        raise FmnistError(f"{e}; {CONFIG_REMEDY}") from None
+    return values
