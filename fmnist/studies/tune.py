@@ -16,7 +16,6 @@ same values.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -209,15 +208,6 @@ class ReportToOptuna(Callback):
             raise TrialPruned(f"pruned after epoch {int(row['epoch'])}")
 
 
-class _TrialTrainer(Trainer):
-    """A training run that leaves Ctrl-C to the search (which stops after the trial)
-    instead of saving a resume state mid-epoch."""
-
-    @contextlib.contextmanager
-    def _signals(self):
-        yield
-
-
 # --- storage -----------------------------------------------------------------------------------
 
 
@@ -406,7 +396,8 @@ def run_trial(study: optuna.Study, space, base: TrainConfig, folder: Path, seed:
     trial.set_user_attr("config", settings_of(cfg))
     t0 = time.perf_counter()
     try:
-        run = _TrialTrainer(cfg, [ReportToOptuna(trial, cfg.epochs)]).run()
+        # Ctrl-C is the search's (it stops after the trial), not the trial's to save and stop.
+        run = Trainer(cfg, [ReportToOptuna(trial, cfg.epochs)], handle_signals=False).run()
     except (optuna.TrialPruned, TrainingDiverged) as e:
         # A recipe that diverges is a (bad) result of the search, not a reason to stop it:
         # pruned, so it counts as a trial and TPE ranks it below every completed one.
