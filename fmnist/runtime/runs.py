@@ -142,7 +142,7 @@ class RunFolder:
         """For commands that use a trained model: say so when training did not finish."""
         if self.status == "unfinished":
             if self.running:
-                how = "training is still running; its model.safetensors is the best epoch so far"
+                how = f"training is still running; its {MODEL} is the best epoch so far"
             else:
                 how = f"training stopped early; continue it with `fmnist train --resume {self.path}` or retrain"
             warnings.warn(f"{self.path} holds an unfinished run: {how}", stacklevel=2)
