@@ -9,6 +9,7 @@ from conftest import synthetic_config
 
 from fmnist.core.errors import FmnistError
 from fmnist.reporting.evaluate import evaluate
+from fmnist.reporting.report import write_report
 from fmnist.runtime.modelfile import read_model_info
 from fmnist.runtime.runs import DERIVED_FILES, DERIVED_LIST, RunFolder, RunSummary
 from fmnist.training import trainer
@@ -95,11 +96,11 @@ def test_a_new_derived_file_goes_with_overwrite_without_being_listed(
 
     monkeypatch.setattr(trainer, "save_model", full_disk)
     with pytest.raises(OSError):
-        trainer.train(synthetic_config(synthetic_dir, run, epochs=1, overwrite=True))
+        trainer.train(synthetic_config(synthetic_dir, run, epochs=1, subset=300, overwrite=True))
     assert (run / name).read_text() == "<svg/>" and (run / DERIVED_LIST).is_file()
     monkeypatch.undo()
     # ... one that finishes removes it, and never the user's own file.
-    trainer.train(synthetic_config(synthetic_dir, run, epochs=1, overwrite=True))
+    trainer.train(synthetic_config(synthetic_dir, run, epochs=1, subset=300, overwrite=True))
     assert not (run / name).exists() and not (run / DERIVED_LIST).exists()
     assert (run / "mine.svg").read_text() == "the user's"
 
@@ -217,3 +218,20 @@ SUMMARY_KEYS = (
     "finished",
     "versions",
 )
+
+
+def test_every_file_the_commands_write_into_a_run_goes_with_overwrite(synthetic_run, synthetic_dir, tmp_path):
+    """Whatever evaluate and report write (today's names or a future one), the folder owns it,
+    and --overwrite leaves only the new run and the user's own files."""
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    (run / "notes.txt").write_text("mine")
+    evaluate(run, synthetic_dir, verify=False)
+    write_report(run, synthetic_dir, verify=False)
+    owned = {p.name for p in RunFolder(run).owned_files()}
+    assert {p.name for p in run.iterdir()} - owned == {".fmnist.lock", "notes.txt"}
+    assert "report.html" in owned and DERIVED_LIST in owned
+    trainer.train(synthetic_config(synthetic_dir, run, epochs=1, subset=300, overwrite=True))
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        [".fmnist.lock", "config.json", "metrics.csv", "model.safetensors", "notes.txt", "summary.json"]
+    )

@@ -7,7 +7,8 @@ the device inside a step except the numbers a progress display asks for.
 
 The loop is put together from parts that each do one job: the run folder's claim (lock,
 set-aside, rollback: :meth:`fmnist.runtime.runs.RunFolder.claim`), the training data
-(:mod:`fmnist.training.data`), the resume state (:class:`fmnist.training.state.TrainState`,
+(:mod:`fmnist.training.data`), the model and what trains it, one batch at a time
+(:class:`fmnist.training.learner.Learner`), the resume state (:class:`fmnist.training.state.TrainState`,
 written after every epoch and when the process is asked to stop, so ``fmnist train --resume
 RUN`` continues a killed run and ends with the same model as an uninterrupted one) and the
 plan of how long to train (:mod:`fmnist.training.plan`). Under ``torchrun`` each process
