@@ -114,7 +114,7 @@ def test_valid_edits_keep_working(run):
     summary = json.loads((run / "summary.json").read_text())
     (run / "summary.json").write_text(json.dumps({**summary, "note": "mine", "val_accuracy": 0.5}))
     folder = RunFolder(run)
-    assert folder.read_config()["epochs"] == 7 and folder.read_summary()["val_accuracy"] == 0.5
+    assert folder.read_config()["epochs"] == 7 and folder.read_summary().val_accuracy == 0.5
     assert folder.status == "finished"
 
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from conftest import synthetic_config
@@ -21,6 +22,7 @@ from fmnist.core.errors import FmnistError
 from fmnist.core.files import FolderLock
 from fmnist.runtime.modelfile import load_model, read_model_info
 from fmnist.runtime.runs import RunFolder
+from fmnist.training.data import fixed_split
 from fmnist.training.trainer import Callback, Interrupted, Trainer, resume, train
 
 
@@ -262,7 +264,7 @@ def test_a_diverging_run_stops_with_the_cause(synthetic_dir, tmp_path):
     class Blowup(Callback):  # the learning rate explodes in epoch 2, after a good epoch 1
         def on_epoch_start(self, epoch, steps):
             if epoch == 2:
-                for g in trainer.optimizer.param_groups:
+                for g in trainer.learner.optimizer.param_groups:
                     g["lr"] = 1e20
 
     trainer = Trainer(synthetic_config(synthetic_dir, tmp_path / "r2", optimizer="sgd", epochs=3), [Blowup()])
@@ -293,8 +295,8 @@ def test_a_whitening_stem_is_fitted_on_the_training_split_frozen_and_restored_on
     trainer = Trainer(synthetic_config(synthetic_dir, tmp_path / "whole", **whiten))
     trainer.setup()
     expected = build_model("fast", widths=[16, 32], stem="whiten")
-    fit_to_data(expected, trainer.x_train)
-    assert torch.equal(trainer.model[1].conv.weight, expected[1].conv.weight)
+    fit_to_data(expected, trainer.data.x_train)
+    assert torch.equal(trainer.learner.model[1].conv.weight, expected[1].conv.weight)
     trainer.run()
     model, _ = load_model(tmp_path / "whole")
     assert torch.equal(model[1].conv.weight, expected[1].conv.weight)  # never trained
@@ -303,3 +305,13 @@ def test_a_whitening_stem_is_fitted_on_the_training_split_frozen_and_restored_on
         Trainer(synthetic_config(synthetic_dir, tmp_path / "cut", **whiten), [StopAt(2, 20)]).run()
     resume(tmp_path / "cut")
     assert (tmp_path / "cut/model.safetensors").read_bytes() == (tmp_path / "whole/model.safetensors").read_bytes()
+
+
+def test_variants_are_arguments_a_given_split_and_signals_left_to_the_caller(synthetic_dir, tmp_path):
+    """What audit folds and tuning trials change: the images (``split``), and who handles Ctrl-C."""
+    idx = np.arange(0, 2000, 2)
+    run = Trainer(synthetic_config(synthetic_dir, tmp_path / "fold", epochs=1), split=fixed_split(idx)).run()
+    assert (run.info.train_images, run.info.val_images) == (1000, 0) and run.info.temperature is None
+    with pytest.raises(KeyboardInterrupt):  # no resume state saved mid-epoch: the caller stops
+        Trainer(synthetic_config(synthetic_dir, tmp_path / "trial"), [StopAt(1, 20)], handle_signals=False).run()
+    assert not (tmp_path / "trial").exists()  # and nothing worth keeping was left

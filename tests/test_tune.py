@@ -104,7 +104,7 @@ def test_space_file_in_toml_narrows_and_pins(tmp_path):
 
 @pytest.mark.slow  # a whole search in this process: seconds of training
 def test_search_writes_results_and_best_config_trains(monkeypatch, capsys, tmp_path, synthetic_dir):
-    ftrain = sys.modules["fmnist.training.trainer"]  # the module (the package exports a function of that name)
+    ftrain = sys.modules["fmnist.training.data"]  # where training reads its images
     real_load = ftrain.load_split
 
     def train_split_only(split, *a, **k):

@@ -16,14 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from fmnist.core.errors import FmnistError
-from fmnist.core.files import atomic_write_bytes, atomic_write_json, check_writable
+from fmnist.core.files import check_writable
 from fmnist.core.spec import CLASS_NAMES, NUM_CLASSES
 from fmnist.data import Split, load_split, validation_split
 from fmnist.reporting.plots import confusion_png
 from fmnist.runtime.calibration import calibration_summary, expected_calibration_error, fit_temperature
 from fmnist.runtime.inference import predict_logits, resolve_device, softmax, temperature_of
 from fmnist.runtime.modelfile import ModelInfo, load_model, resolve_model_path, save_model
-from fmnist.runtime.runs import CONFUSION, TEST_METRICS, RunFolder
+from fmnist.runtime.runs import CONFIG, CONFUSION, TEST_METRICS, RunFolder
 from fmnist.training.config import read_run_config
 
 
@@ -153,10 +153,11 @@ def evaluate(
 
 def save_evaluation(folder: str | os.PathLike, result: EvalResult) -> list[Path]:
     """Write ``test_metrics.json`` and ``confusion_matrix.png`` into ``folder``; the paths written."""
-    folder = Path(folder)
-    atomic_write_json(folder / TEST_METRICS, result.to_dict())
-    atomic_write_bytes(folder / CONFUSION, confusion_png(result.confusion))
-    return [folder / TEST_METRICS, folder / CONFUSION]
+    run = RunFolder(folder)
+    return [
+        run.write_derived(TEST_METRICS, result.to_dict()),
+        run.write_derived(CONFUSION, confusion_png(result.confusion)),
+    ]
 
 
 @dataclass
@@ -185,7 +186,7 @@ def calibrate(
     config = read_run_config(folder)
     val_size, split_seed = config.get("val_size"), config.get("split_seed", 0)
     if not isinstance(val_size, int) or isinstance(val_size, bool) or not isinstance(split_seed, int):
-        raise FmnistError(f"{folder / 'config.json'}: lacks val_size or split_seed; retrain or restore it")
+        raise FmnistError(f"{folder / CONFIG}: lacks val_size or split_seed; retrain or restore it")
     if val_size == 0:
         raise FmnistError(f"{folder.path} was trained without a validation split (--val-size 0); nothing to fit on")
     dev = resolve_device(device)

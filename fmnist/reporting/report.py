@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from fmnist.core.errors import FmnistError
-from fmnist.core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from fmnist.core.spec import CLASS_NAMES
 from fmnist.data import load_split
 from fmnist.models import summarize
@@ -31,7 +30,7 @@ from fmnist.reporting.plots import (
 from fmnist.runtime.calibration import calibration_bins, expected_calibration_error
 from fmnist.runtime.inference import softmax
 from fmnist.runtime.modelfile import load_model, resolve_model_path
-from fmnist.runtime.runs import CONFUSION, METRICS, REPORT, TEST_METRICS, RunFolder
+from fmnist.runtime.runs import CONFIG, CONFUSION, METRICS, REPORT, SUMMARY, TEST_METRICS, RunFolder
 from fmnist.training.config import read_run_config
 
 REPORT_FILE = REPORT
@@ -63,10 +62,9 @@ def write_report(
     model_path = resolve_model_path(run_dir)
     run = RunFolder(model_path.parent)
     run.warn_if_unfinished()
-    folder = run.path
     # A damaged config.json or summary.json is an error now, before the evaluation.
-    config = read_run_config(run) if (run / "config.json").is_file() else None
-    summary = run.read_summary() if (run / "summary.json").is_file() else None
+    config = read_run_config(run) if (run / CONFIG).is_file() else None
+    summary = run.read_summary() if (run / SUMMARY).is_file() else None
     # Read (and verify) the test set once: the metrics need its labels, the pictures its pixels.
     test = load_split("test", data_dir, verify=verify)
     result = evaluate(model_path, data_dir, write=False, verify=verify, test=test, calibrate=calibrate)
@@ -104,16 +102,11 @@ def write_report(
         f"test image 0: predicted {CLASS_NAMES[p0]} ({result.probs[0, p0]:.1%}), actual {CLASS_NAMES[a0]}, "
         f"{'match' if p0 == a0 else 'NO match'}"
     )
-    figures["first_test_image.png"] = prediction_png(
-        test.images[0], result.probs[0], int(result.labels[0]), first_title
-    )
-    page = _page(folder, result, info, model, history, config, summary, figures, pair_rows, len(wrong))
-    atomic_write_json(folder / TEST_METRICS, result.to_dict())
-    for name, png in figures.items():
-        atomic_write_bytes(folder / name, png)
-    target = folder / REPORT_FILE
-    atomic_write_text(target, page)  # last: a report.html exists only with every figure beside it
-    return target
+    figures["first_test_image.png"] = prediction_png(test.images[0], result.probs[0], a0, first_title)
+    page = _page(run.path, result, info, model, history, config, summary, figures, pair_rows, len(wrong))
+    for name, data in {TEST_METRICS: result.to_dict(), **figures}.items():
+        run.write_derived(name, data)
+    return run.write_derived(REPORT_FILE, page)  # last: a report.html exists only with every figure beside it
 
 
 def _optional(reader) -> Any:
@@ -267,8 +260,8 @@ def _page(folder, result, info, model, history, config, summary, figures, pair_r
             ["expected calibration error", _ece_cell(result, info)],
             ["validation accuracy (best epoch)", pct(info.val_accuracy) if info.val_accuracy is not None else "–"],
             ["flip test-time augmentation", "yes" if result.tta else "no"],
-            ["epochs run", _e(summary.get("epochs_run", "–")) if summary else "–"],
-            ["training time", _seconds(summary.get("train_seconds")) if summary else "–"],
+            ["epochs run", _e(summary.epochs_run) if summary and summary.epochs_run is not None else "–"],
+            ["training time", _seconds(summary.train_seconds) if summary else "–"],
             ["trained on", _e(f"{info.device or '?'}, {info.precision or '?'}")],
         ],
         text_cols=(1,),

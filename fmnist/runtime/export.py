@@ -30,7 +30,7 @@ import torch
 
 from fmnist._version import __version__
 from fmnist.core.errors import FmnistError
-from fmnist.core.files import atomic_write_bytes, check_writable
+from fmnist.core.files import check_writable
 from fmnist.core.spec import CLASS_NAMES
 from fmnist.data import load_split, validation_split
 from fmnist.runtime.inference import (
@@ -74,9 +74,7 @@ def export_onnx(
     check_writable(target.parent)  # a read-only folder fails now, not after a minute of checking
     test = load_split("test", data_dir, verify=verify)
     images = torch.from_numpy(test.images).unsqueeze(1)
-
-    started = time.perf_counter()
-    temperature = temperature_of(info)
+    started, temperature = time.perf_counter(), temperature_of(info)
     raw, exporter = _to_onnx(model, temperature)
     session = onnx_session(raw)
     theirs = onnx_logits(session, images)
@@ -94,7 +92,7 @@ def export_onnx(
         )
     onnx_acc = float((theirs.argmax(1) == test.labels).mean())
     meta = _metadata(info, model_path, exporter, onnx_acc)
-    atomic_write_bytes(target, _with_metadata(raw, meta))
+    RunFolder(target.parent).write_derived(target.name, _with_metadata(raw, meta))
     result: dict[str, Any] = {
         "path": str(target),
         "bytes": target.stat().st_size,
@@ -305,9 +303,8 @@ def _quantize(raw, meta, target, images, labels, float_logits, data_dir, verify)
     logits = onnx_logits(session, images)
     accuracy = float((logits.argmax(1) == labels).mean())
     float_acc = float((float_logits.argmax(1) == labels).mean())
-    atomic_write_bytes(
-        int8_target, _with_metadata(int8_raw, {**meta, "test_accuracy": json.dumps(accuracy), "quantized": "int8"})
-    )
+    int8_meta = {**meta, "test_accuracy": json.dumps(accuracy), "quantized": "int8"}
+    RunFolder(int8_target.parent).write_derived(int8_target.name, _with_metadata(int8_raw, int8_meta))
     speed_float = images_per_second(onnx_session(raw), images[:1024])
     speed_int8 = images_per_second(session, images[:1024])
     return {

@@ -1,13 +1,20 @@
-"""The run folder: the one place that knows its file names, whether it holds a finished run,
-and how to read what training wrote.
+"""The run folder: the one owner of its file names, whether it holds a finished run, how to
+read what training wrote, the claim a training run holds on it, and the files other commands
+derive from its model.
 
 ``fmnist train`` writes ``config.json`` first and ``summary.json`` last, so a folder with a
 config but no summary holds an unfinished run (killed, interrupted or still training);
 ``resume.safetensors`` then holds the state to continue it.
+
+Commands that derive files from the trained model (evaluate, report, export, audit) write
+them with :meth:`RunFolder.write_derived`, which first records the name in
+``.fmnist-derived``. ``--overwrite`` removes what that list names, so a new command's files
+go stale with the model they came from without anyone adding their names to a list.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -18,8 +25,18 @@ from pathlib import Path
 from typing import Any
 
 from fmnist.core.errors import FmnistError
-from fmnist.core.files import LOCK_NAME, FolderLock, atomic_write_json, atomic_write_text, is_locked
+from fmnist.core.files import (
+    LOCK_NAME,
+    FolderLock,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    dumps,
+    is_locked,
+)
+from fmnist.runtime.inference import ONNX_FILE
 from fmnist.runtime.modelfile import MODEL_FILE, read_model_info
+from fmnist.runtime.run_summary import RunSummary
 from fmnist.runtime.runfiles import parse_run_json
 
 RUN_FORMAT = "fmnist-run/1"  # the marker in config.json that says fmnist wrote the folder
@@ -31,12 +48,14 @@ SUMMARY = "summary.json"
 RESUME = "resume.safetensors"
 # Where --overwrite moves the old run until the new one finishes (restored if the new one fails first).
 REPLACED = ".fmnist-replaced"
+# The names write_derived wrote into the folder, one a line (appended: two commands may write at once).
+DERIVED_LIST = ".fmnist-derived"
 # Written by training.
 TRAINING_FILES = (CONFIG, METRICS, MODEL, SUMMARY, RESUME, LOCK_NAME)
 
 TEST_METRICS = "test_metrics.json"
 CONFUSION = "confusion_matrix.png"
-ONNX = "model.onnx"
+ONNX = ONNX_FILE
 ONNX_INT8 = "model.int8.onnx"
 REPORT = "report.html"
 REPORT_FIGURES = (
@@ -52,7 +71,8 @@ AUDIT_TABLE = "label_audit.csv"
 AUDIT_PAGE = "label_audit.html"
 AUDIT_GRIDS = {"train": "label_audit_train.png", "test": "label_audit_test.png"}
 AUDIT_DIR = "audit"
-# Written later by evaluate, export, report and audit from the trained model: stale once it is retrained.
+# The derived files fmnist wrote before .fmnist-derived existed, so that --overwrite finds them
+# in older folders too. Complete as it is: a new derived file is recorded by write_derived.
 DERIVED_FILES = (
     TEST_METRICS,
     CONFUSION,
@@ -111,7 +131,8 @@ class RunFolder:
 
     def owned_files(self) -> list[Path]:
         """The files in the folder that fmnist writes (and ``--overwrite`` may remove)."""
-        return [self / n for n in (*TRAINING_FILES, *DERIVED_FILES) if (self / n).is_file() and n != LOCK_NAME]
+        names = dict.fromkeys((*TRAINING_FILES, *DERIVED_FILES, *self.recorded_derived(), DERIVED_LIST))
+        return [self / n for n in names if n != LOCK_NAME and (self / n).is_file()]
 
     @property
     def running(self) -> bool:
@@ -122,7 +143,7 @@ class RunFolder:
         """For commands that use a trained model: say so when training did not finish."""
         if self.status == "unfinished":
             if self.running:
-                how = "training is still running; its model.safetensors is the best epoch so far"
+                how = f"training is still running; its {MODEL} is the best epoch so far"
             else:
                 how = f"training stopped early; continue it with `fmnist train --resume {self.path}` or retrain"
             warnings.warn(f"{self.path} holds an unfinished run: {how}", stacklevel=2)
@@ -130,6 +151,10 @@ class RunFolder:
     def lock(self, what: str = "written") -> FolderLock:
         self.path.mkdir(parents=True, exist_ok=True)
         return FolderLock(self.path, what)
+
+    def claim(self, overwrite: bool = False, resuming: bool = False) -> Claim:
+        """The hold a training run takes on the folder, as a context manager: see :class:`Claim`."""
+        return Claim(self, overwrite, resuming)
 
     # --- reading and writing ------------------------------------------------------------
 
@@ -148,14 +173,14 @@ class RunFolder:
     def read_config(self) -> dict[str, Any]:
         return self.read_json(CONFIG)
 
-    def read_summary(self) -> dict[str, Any]:
-        return self.read_json(SUMMARY)
+    def read_summary(self) -> RunSummary:
+        return RunSummary.from_dict(self.read_json(SUMMARY))
 
     def write_config(self, values: dict[str, Any]) -> None:
         atomic_write_json(self / CONFIG, {"format": RUN_FORMAT, **values})
 
-    def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write_json(self / SUMMARY, summary)
+    def write_summary(self, summary: RunSummary) -> None:
+        atomic_write_json(self / SUMMARY, summary.to_dict())
 
     def write_metrics(self, history: list[dict[str, float]]) -> None:
         buf = io.StringIO()
@@ -185,6 +210,40 @@ class RunFolder:
             if not all(k in out[-1] for k in needed):
                 raise FmnistError(f"{self / METRICS}: lacks one of the columns {', '.join(needed)}")
         return out
+
+    # --- files derived from the model ---------------------------------------------------
+
+    def write_derived(self, name: str, data: bytes | str | dict[str, Any]) -> Path:
+        """Write ``name`` (bytes, text, or a dict as JSON) into the folder, atomically. In a
+        folder that holds a run, the name is recorded first, so retraining with ``--overwrite``
+        (which makes the file stale) removes it. Returns the path written."""
+        target = self / name
+        if name in ("", ".", "..") or Path(name).name != name:
+            raise ValueError(f"{name!r} is not a file name")
+        if not _derivable(name):
+            raise FmnistError(f"{target} is one of the run's own files; write to another name")
+        if isinstance(data, dict):
+            data = dumps(data) + "\n"
+        if name not in self.recorded_derived() and self.is_ours():
+            try:
+                # One short append (O_APPEND) per name: two commands writing at once lose neither.
+                with open(self / DERIVED_LIST, "a", encoding="utf-8") as f:
+                    f.write(name + "\n")
+            except OSError as e:  # a read-only folder: name the file the user asked for
+                raise OSError(e.errno, e.strerror or str(e), str(target)) from None
+        atomic_write_bytes(target, data.encode("utf-8") if isinstance(data, str) else data)
+        return target
+
+    def recorded_derived(self) -> list[str]:
+        """The names :meth:`write_derived` recorded in this folder."""
+        try:
+            text = (self / DERIVED_LIST).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return []
+        # Whole lines only: an append cut short by a crash names no file.
+        return [n for n in dict.fromkeys(text.split("\n")[:-1]) if _derivable(n)]
+
+    # --- replacing a run ----------------------------------------------------------------
 
     def clear(self) -> None:
         """Remove the files fmnist wrote, and nothing else."""
@@ -217,3 +276,104 @@ class RunFolder:
     def drop_aside(self) -> None:
         """The new run is finished: delete the old one."""
         shutil.rmtree(self / REPLACED, ignore_errors=True)
+
+
+def _derivable(name: str) -> bool:
+    """A plain file name in the folder that is none of training's or the folder's own."""
+    reserved = ("", ".", "..", *TRAINING_FILES, DERIVED_LIST, REPLACED)
+    return Path(name).name == name and name not in reserved
+
+
+class Claim:
+    """A training run's hold on its run folder, from :meth:`RunFolder.claim`: the lock, the
+    checks (never mix two runs, never touch files fmnist did not write) and, with
+    ``overwrite``, the old run set aside, all before anything is written.
+
+    Leaving the ``with`` block by an exception before :meth:`keep` gives the folder back as
+    it was found: the new run's files removed, the old run restored, and the lock file and
+    the folder removed if the claim made them. After :meth:`keep` (the run saved a model, or
+    stopped on request with its state saved) everything stays for ``--resume``, and an old run
+    stays in ``.fmnist-replaced/`` until a run in this folder finishes. A resumed run is kept
+    from the start: its files were there before it."""
+
+    def __init__(self, folder: RunFolder, overwrite: bool = False, resuming: bool = False):
+        self.folder, self.overwrite, self.resuming = folder, overwrite, resuming
+        self.kept = resuming
+        self._lock: FolderLock | None = None
+        self._claimed = self._set_aside = self._created = self._had_lock_file = False
+
+    def keep(self) -> None:
+        """The folder now holds something worth keeping: a failure from here on leaves it."""
+        self.kept = True
+
+    def __enter__(self) -> Claim:
+        folder = self.folder
+        self._created = not folder.path.exists()
+        self._had_lock_file = (folder / LOCK_NAME).exists()
+        try:
+            if folder.path.exists() and not folder.path.is_dir():
+                raise FmnistError(f"{folder.path} exists and is not a folder; choose another --out")
+            self._lock = folder.lock().acquire()
+            status = folder.status
+            if self.resuming:
+                self._check_resumable(status)
+            else:
+                self._check_replaceable(status)
+                if status in ("unfinished", "finished"):
+                    folder.set_aside()
+                    self._set_aside = True
+        except BaseException:
+            self._give_back()
+            raise
+        self._claimed = True
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is not None and not self.kept:
+            with contextlib.suppress(OSError):
+                self._give_back()
+        self._release()
+
+    def _check_resumable(self, status: str) -> None:
+        path = self.folder.path
+        if status == "finished":
+            raise FmnistError(f"{path} is a finished run ({SUMMARY} is written); there is nothing to resume")
+        if status != "unfinished":
+            raise FmnistError(f"{path} holds no fmnist run to resume")
+        if not (self.folder / RESUME).is_file():
+            raise FmnistError(f"{path} has no resume state ({RESUME}); retrain with --overwrite")
+
+    def _check_replaceable(self, status: str) -> None:
+        path = self.folder.path
+        if status == "foreign":
+            raise FmnistError(
+                f"{path} holds files fmnist did not write ({CONFIG}, model or metrics); "
+                "choose another --out (--overwrite never removes them)"
+            )
+        if status in ("unfinished", "finished") and not self.overwrite:
+            raise FmnistError(
+                f"{path} already holds {'an unfinished' if status == 'unfinished' else 'a'} run; "
+                "pass --overwrite to replace it, "
+                + (f"--resume {path} to continue it, " if status == "unfinished" else "")
+                + "or choose another --out"
+            )
+
+    def _give_back(self) -> None:
+        folder = self.folder
+        if self._set_aside:
+            folder.restore_aside()
+        elif self._claimed:  # a new run in a folder without one: only its own files go
+            for name in TRAINING_FILES:
+                if name != LOCK_NAME:
+                    (folder / name).unlink(missing_ok=True)
+        if self._lock is not None and not self._had_lock_file:
+            (folder / LOCK_NAME).unlink(missing_ok=True)
+        self._release()
+        if self._created:
+            with contextlib.suppress(OSError):
+                folder.path.rmdir()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from fmnist.core.errors import FmnistError
-from fmnist.core.files import atomic_write_bytes, atomic_write_text, check_writable
+from fmnist.core.files import check_writable
 from fmnist.core.spec import CLASS_NAMES
 from fmnist.data import load_split
 from fmnist.reporting.plots import image_grid_png
@@ -39,6 +39,7 @@ from fmnist.runtime.inference import predict_logits, softmax, temperature_of
 from fmnist.runtime.modelfile import load_model, resolve_model_path
 from fmnist.runtime.runs import AUDIT_DIR, AUDIT_GRIDS, AUDIT_PAGE, AUDIT_TABLE, RunFolder
 from fmnist.training.config import TrainConfig
+from fmnist.training.data import fixed_split
 from fmnist.training.presets import preset_config
 from fmnist.training.trainer import Callback, Trainer
 
@@ -137,17 +138,6 @@ def fold_assignment(n: int, folds: int, labels: np.ndarray, seed: int) -> np.nda
     return fold
 
 
-class _FoldTrainer(Trainer):
-    """A training run on given indices, with nothing held out (the fold is held out instead)."""
-
-    def __init__(self, config: TrainConfig, train_idx: np.ndarray, callbacks=()):
-        super().__init__(config, callbacks)
-        self._train_idx = train_idx
-
-    def _split(self, data):
-        return self._train_idx, np.empty(0, dtype=np.int64)
-
-
 class _Log(Callback):
     def __init__(self, log: Callable[[str], None], name: str):
         self.log, self.name = log, name
@@ -173,7 +163,9 @@ def cross_validated_probabilities(
         held = np.flatnonzero(fold == k)
         if not _reusable(out, config):
             log(f"fold {k + 1}/{opts.folds}: training {config.model} on {len(labels) - len(held):,} images")
-            _FoldTrainer(config, np.flatnonzero(fold != k), [_Log(log, f"fold {k + 1}")]).run()
+            # Trained on the other folds with nothing held out: the fold itself is held out.
+            split = fixed_split(np.flatnonzero(fold != k))
+            Trainer(config, [_Log(log, f"fold {k + 1}")], split=split).run()
         else:
             log(f"fold {k + 1}/{opts.folds}: reusing {out}")
         model, info = load_model(out)
@@ -247,14 +239,9 @@ def write_audit(folder: RunFolder, result: AuditResult, images: dict[str, np.nda
                 ],
                 title=f"The {len(top)} most likely label errors in the {split} set (suspects, not proven errors)",
             )
-    written = []
-    atomic_write_text(folder / AUDIT_TABLE, buf.getvalue())
-    written.append(folder / AUDIT_TABLE)
-    for split, png in pngs.items():
-        atomic_write_bytes(folder / AUDIT_GRIDS[split], png)
-        written.append(folder / AUDIT_GRIDS[split])
-    atomic_write_text(folder / AUDIT_PAGE, _page(folder, result, pngs, grid))  # last: the page shows the rest
-    written.append(folder / AUDIT_PAGE)
+    written = [folder.write_derived(AUDIT_TABLE, buf.getvalue())]
+    written += [folder.write_derived(AUDIT_GRIDS[split], png) for split, png in pngs.items()]
+    written.append(folder.write_derived(AUDIT_PAGE, _page(folder, result, pngs, grid)))  # last: the page shows the rest
     return written
 
 

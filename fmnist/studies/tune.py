@@ -16,7 +16,6 @@ same values.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -207,15 +206,6 @@ class ReportToOptuna(Callback):
         # After the last epoch there is nothing left to save by stopping.
         if row["epoch"] < self.epochs and self.trial.should_prune():
             raise TrialPruned(f"pruned after epoch {int(row['epoch'])}")
-
-
-class _TrialTrainer(Trainer):
-    """A training run that leaves Ctrl-C to the search (which stops after the trial)
-    instead of saving a resume state mid-epoch."""
-
-    @contextlib.contextmanager
-    def _signals(self):
-        yield
 
 
 # --- storage -----------------------------------------------------------------------------------
@@ -415,7 +405,8 @@ def run_trial(study: optuna.Study, space, base: TrainConfig, folder: Path, seed:
     trial.set_user_attr("config", settings_of(cfg))
     t0 = time.perf_counter()
     try:
-        run = _TrialTrainer(cfg, [ReportToOptuna(trial, cfg.epochs)]).run()
+        # Ctrl-C is the search's (it stops after the trial), not the trial's to save and stop.
+        run = Trainer(cfg, [ReportToOptuna(trial, cfg.epochs)], handle_signals=False).run()
     except (optuna.TrialPruned, TrainingDiverged) as e:
         # A recipe that diverges is a (bad) result of the search, not a reason to stop it:
         # pruned, so it counts as a trial and TPE ranks it below every completed one.

@@ -80,6 +80,20 @@ class World:
         dist.broadcast_object_list(box, src)
         return box[0]
 
+    def share_tensors(self, tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+        """Rank 0's ``tensors`` on every process (CPU copies; the others pass ``{}``)."""
+        if not self.distributed:
+            return tensors
+        specs = self.share({k: (list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in tensors.items()})
+        names = sorted(specs)
+        # NCCL sends only GPU tensors; gloo sends CPU ones.
+        on_device = {
+            k: (tensors[k] if self.main else torch.empty(specs[k][0], dtype=getattr(torch, specs[k][1]))).to(device)
+            for k in names
+        }
+        self.broadcast([on_device[k] for k in names])
+        return {k: v.cpu() for k, v in on_device.items()}
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()

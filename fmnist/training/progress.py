@@ -9,7 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fmnist.runtime.modelfile import ModelInfo
 from fmnist.training.config import TrainConfig
-from fmnist.training.trainer import Callback, Run
+from fmnist.training.hooks import Callback, Run
 
 
 def epoch_line(row: dict[str, float], epochs: int) -> str:

@@ -1,7 +1,9 @@
-"""The resume state of a training run: one safetensors file whose tensors hold the model, the
-EMA, the optimizer and the random-number generators, and whose metadata holds everything
-else as JSON (epoch, step, history, best-so-far, scheduler, the configuration). Never pickle:
-loading it runs no code. Written atomically, so a ``kill -9`` leaves the previous state.
+"""The resume state of a training run: :class:`TrainState`, everything the loop needs to
+continue exactly where it stopped, and its file, one safetensors file whose tensors hold the
+model, the EMA, the optimizer and the random-number generators, and whose metadata holds
+everything else as JSON (epoch, step, history, best-so-far, scheduler, the configuration).
+Never pickle: loading it runs no code. Written atomically, so a ``kill -9`` leaves the
+previous state.
 
 A SHA-256 over the header (the JSON state, tensor names, shapes, offsets) and the tensor data
 is in the metadata and is checked before anything is used: the model file hashes only its
@@ -15,9 +17,11 @@ import hashlib
 import json
 import os
 import struct
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
@@ -26,6 +30,8 @@ from fmnist._version import __version__
 from fmnist.core.errors import FmnistError
 from fmnist.core.files import atomic_write_bytes
 from fmnist.runtime.modelfile import _canonical
+from fmnist.training.distributed import World
+from fmnist.training.optim import EMA
 
 FORMAT = "fmnist-resume/2"
 OLD_FORMATS = ("fmnist-resume/1",)  # no hash; refused with its own message
@@ -146,3 +152,170 @@ def prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 def unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     start = prefix + "."
     return {k[len(start) :]: v for k, v in tensors.items() if k.startswith(start)}
+
+
+# --- the state of a run ------------------------------------------------------------------------
+
+
+def derived_seed(*parts: int) -> int:
+    """Independent seeds for independent streams (the batch order, each process's
+    augmentation), so they are never the same sequence."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> 1)
+
+
+@dataclass
+class Rngs:
+    """The random-number generators of one process, besides PyTorch's global one."""
+
+    perm: torch.Generator  # the batch order: one sequence on every process
+    aug: torch.Generator  # this process's augmentation
+    numpy: np.random.Generator  # this process's mixup and cutmix draws
+
+    @classmethod
+    def seeded(cls, seed: int, rank: int, device: torch.device) -> Rngs:
+        """Seed every generator from the run's seed (the global one too: dropout, initial weights)."""
+        torch.manual_seed(derived_seed(seed, 1, rank))
+        return cls(
+            perm=torch.Generator(device=device).manual_seed(derived_seed(seed, 2)),
+            aug=torch.Generator(device=device).manual_seed(derived_seed(seed, 3, rank)),
+            numpy=np.random.default_rng(derived_seed(seed, 4, rank)),
+        )
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue a run exactly where it stopped: what it trains (model,
+    EMA, optimizer, scheduler), every random-number generator, and the counters. The loop
+    reads and advances it; :meth:`save` and :meth:`load` are collective under torchrun."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # a torch.optim.lr_scheduler.LRScheduler
+    ema: EMA | None
+    rngs: Rngs
+    device: torch.device
+    epoch: int = 1
+    step: int = 0  # steps done in the current epoch
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, float] = field(default_factory=dict)
+    best_state: dict[str, torch.Tensor] | None = None
+    stale: int = 0  # epochs since the best one
+    elapsed: float = 0.0  # training + validation seconds, over every session of this run
+    epoch_seconds: float = 0.0
+    perm: torch.Tensor | None = None  # this epoch's batch order
+    # This epoch's sums so far, kept on the device: reading them is a sync point.
+    loss_sum: torch.Tensor = field(init=False)
+    correct: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), device=self.device, dtype=torch.long)
+
+    def save(self, path: Path, world: World, config: dict[str, Any]) -> None:
+        """Write the state to ``path``: every process contributes its random-number
+        generators, rank 0 writes. ``config``: the run's settings, checked on :meth:`load`."""
+        rng = {
+            "torch": torch.get_rng_state(),
+            "aug": self.rngs.aug.get_state(),
+            "numpy": self.rngs.numpy.bit_generator.state,
+        }
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        gathered = world.gather({k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in rng.items()})
+        if world.main:
+            opt_tensors, opt_meta = optimizer_state(self.optimizer)
+            tensors = {**self._tensors(gathered), **opt_tensors}
+            save_state(path, tensors, {**self._meta(config, world.size, gathered), "optimizer": opt_meta})
+
+    def _tensors(self, gathered: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        tensors = prefixed("model", self.model.state_dict())
+        if self.ema is not None:
+            tensors.update(prefixed("ema", self.ema.model.state_dict()))
+        if self.best_state is not None:
+            tensors.update(prefixed("best", self.best_state))
+        tensors["rng.perm"] = self.rngs.perm.get_state()
+        for r, states in enumerate(gathered):
+            tensors[f"rng.torch.{r}"] = torch.tensor(states["torch"], dtype=torch.uint8)
+            tensors[f"rng.aug.{r}"] = torch.tensor(states["aug"], dtype=torch.uint8)
+            if "cuda" in states:
+                tensors[f"rng.cuda.{r}"] = torch.tensor(states["cuda"], dtype=torch.uint8)
+        if self.step:
+            tensors["perm"] = self.perm
+        return tensors
+
+    def _meta(self, config: dict[str, Any], world_size: int, gathered: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "config": config,
+            "world_size": world_size,
+            "epoch": self.epoch,
+            "step": self.step,
+            "history": self.history,
+            "best": self.best,
+            "stale": self.stale,
+            "elapsed": self.elapsed,
+            "epoch_seconds": self.epoch_seconds,
+            "loss_sum": self.loss_sum.item(),
+            "correct": int(self.correct.item()),
+            "ema_updates": self.ema.updates if self.ema is not None else 0,
+            "scheduler": self.scheduler.state_dict(),
+            "numpy": [s["numpy"] for s in gathered],
+        }
+
+    def load(self, path: Path, world: World, config: dict[str, Any], config_path: Path) -> None:
+        """Restore what :meth:`save` wrote, refusing a state from other settings
+        (``config``, as in ``config_path``) or another number of processes. Only rank 0
+        reads the file (on several machines only its folder has one); it sends the others
+        what they need."""
+        tensors: dict[str, torch.Tensor] = {}
+        meta: dict[str, Any] | None = None
+        if world.main:
+            try:
+                tensors, meta = load_state(path)
+            except FmnistError as e:
+                meta = {"error": str(e)}
+        meta = world.share(meta)
+        if "error" in meta:
+            raise FmnistError(meta["error"])
+        check_state(path, meta, config, config_path, world.size)
+        self._restore(world.share_tensors(tensors, self.device), meta, world.rank)
+
+    def _restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], rank: int) -> None:
+        self.model.load_state_dict(unprefixed("model", tensors))
+        if self.ema is not None:
+            self.ema.model.load_state_dict(unprefixed("ema", tensors))
+            self.ema.updates = meta["ema_updates"]
+        best = unprefixed("best", tensors)
+        self.best_state = {k: v.to(self.device) for k, v in best.items()} or None
+        load_optimizer_state(self.optimizer, tensors, meta["optimizer"])
+        self.scheduler.load_state_dict(meta["scheduler"])
+        self.rngs.perm.set_state(tensors["rng.perm"])
+        self.rngs.aug.set_state(tensors[f"rng.aug.{rank}"])
+        torch.set_rng_state(tensors[f"rng.torch.{rank}"])
+        if self.device.type == "cuda" and f"rng.cuda.{rank}" in tensors:
+            torch.cuda.set_rng_state(tensors[f"rng.cuda.{rank}"], self.device)
+        self.rngs.numpy.bit_generator.state = meta["numpy"][rank]
+        self.epoch, self.step = meta["epoch"], meta["step"]
+        self.history, self.best, self.stale = meta["history"], meta["best"], meta["stale"]
+        self.elapsed, self.epoch_seconds = meta["elapsed"], meta["epoch_seconds"]
+        self.loss_sum.fill_(meta["loss_sum"])
+        self.correct.fill_(meta["correct"])
+        self.perm = tensors["perm"].to(self.device) if self.step else None
+
+
+def check_state(path: Path, meta: dict[str, Any], config: dict[str, Any], config_path: Path, world_size: int) -> None:
+    """A resume state belongs to the settings it was saved with and its number of processes."""
+
+    def comparable(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in d.items() if k not in ("out", "overwrite")}
+
+    if comparable(meta["config"]) != comparable(config):
+        changed = sorted(k for k in comparable(meta["config"]) if meta["config"].get(k) != config.get(k))
+        raise FmnistError(
+            f"{path} belongs to other settings than {config_path} "
+            f"({', '.join(changed) or 'unknown keys'} differ); restore config.json or retrain"
+        )
+    if meta["world_size"] != world_size:
+        raise FmnistError(
+            f"{path} was written by {meta['world_size']} process(es); resume it with the same number "
+            f"(torchrun --nproc-per-node), not {world_size}"
+        )
