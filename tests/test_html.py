@@ -6,7 +6,12 @@ from __future__ import annotations
 import base64
 import re
 
+import numpy as np
+
 from fmnist.reporting import html as h
+from fmnist.reporting.plots import image_grid_png
+from fmnist.runtime.runs import AUDIT_GRIDS, AUDIT_TABLE, RunFolder
+from fmnist.studies.audit import AuditOptions, AuditResult, Suspect, _page
 
 PNG = b"\x89PNG\r\n\x1a\n fake"
 
@@ -35,3 +40,22 @@ def test_a_page_is_self_contained_with_one_stylesheet():
     assert page.count("<style>") == 1 and h.STYLESHEET in page and "@media print" in page
     assert '<nav><ol><li><a href="#a">A</a></li></ol></nav>' in page and '<section id="a"><h2>A</h2>' in page
     assert "<script" not in page and "<link" not in page
+
+
+def test_the_audit_page_uses_the_module(tmp_path):
+    suspects = {
+        "train": [Suspect("train", 7, 0, 6, 0.9, 0.05, 1), Suspect("train", 3, 2, 4, 0.8, 0.1, 2)],
+        "test": [],
+    }
+    result = AuditResult(suspects, {"train": 60_000, "test": 10_000}, 900, 0, AuditOptions(preset="<p>"))
+    grid = image_grid_png(np.zeros((2, 28, 28), np.uint8), ["a", "b"])
+    page = _page(RunFolder(tmp_path / "run"), result, {"train": grid}, 40)
+    assert page.startswith("<!DOCTYPE html>") and h.STYLESHEET in page
+    assert "<h1>Label audit: run</h1>" in page and "preset &lt;p&gt;" in page
+    assert "suspect, not a proven error" in page
+    train = page.split('<section id="train-set">')[1].split("</section>")[0]
+    assert train.count("<tr>") == 3 and "T-shirt/top" in train and "Shirt" in train and AUDIT_TABLE in train
+    src = re.search(r'<img alt="train suspects" src="data:image/png;base64,([^"]+)"', train).group(1)
+    assert base64.b64decode(src) == grid and AUDIT_GRIDS["train"] in train
+    test = page.split('<section id="test-set">')[1].split("</section>")[0]
+    assert "No image of the test set is flagged." in test and "<img" not in test
