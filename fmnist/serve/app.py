@@ -24,17 +24,6 @@ from fmnist.serve.routes import STATIC_DIR, predict_router, router
 from fmnist.serve.settings import ServeSettings
 
 DOCS_ASSETS = "/docs-assets"
-ENDPOINTS = {
-    "/",
-    "/v1/predict",
-    "/v1/predict/batch",
-    "/v1/model",
-    "/v1/test-images",
-    "/healthz",
-    "/metrics",
-    "/openapi.json",
-    "/docs",
-}
 
 
 def create_app(run: str | os.PathLike, settings: ServeSettings | None = None) -> FastAPI:
@@ -63,7 +52,9 @@ def create_app(run: str | os.PathLike, settings: ServeSettings | None = None) ->
     app.include_router(predict_router(settings))
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(Guard, max_body_bytes=settings.max_body_bytes, metrics=metrics, endpoints=ENDPOINTS)
+    # The metrics name each request by the route that answers it, read from app.routes when
+    # the app starts (Starlette builds the middleware then), after every route is in place.
+    app.add_middleware(Guard, max_body_bytes=settings.max_body_bytes, metrics=metrics, routes=app.routes)
     return app
 
 
