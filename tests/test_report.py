@@ -10,7 +10,8 @@ import shutil
 import pytest
 from conftest import copy_and_run_cli, needs_real_data, run_cli
 
-from fmnist.reporting.report import REPORT_FILE, SECTIONS
+from fmnist.reporting.report import REPORT_FILE
+from fmnist.reporting.report_page import SECTIONS
 
 pytestmark = needs_real_data
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

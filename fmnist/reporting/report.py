@@ -1,14 +1,11 @@
 """The HTML report: one self-contained page per run (every figure embedded as a data URI,
 no scripts, no network) that opens from disk and prints cleanly, plus each figure as a PNG
-beside it."""
+beside it. This module measures and draws; :mod:`fmnist.reporting.report_page` lays out the
+page from what it measured."""
 
 from __future__ import annotations
 
-import base64
-import html
-import json
 import os
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,25 +24,14 @@ from fmnist.reporting.plots import (
     reliability_png,
     training_curves_png,
 )
+from fmnist.reporting.report_page import ReportData, render
 from fmnist.runtime.calibration import calibration_bins, expected_calibration_error
 from fmnist.runtime.inference import softmax
-from fmnist.runtime.modelfile import load_model, resolve_model_path
+from fmnist.runtime.modelfile import ModelInfo, load_model, resolve_model_path
 from fmnist.runtime.runs import CONFIG, CONFUSION, METRICS, REPORT, SUMMARY, TEST_METRICS, RunFolder
 from fmnist.training.config import read_run_config
 
 REPORT_FILE = REPORT
-SECTIONS = {
-    "overview": "Overview",
-    "training-curves": "Training curves",
-    "confusion-matrix": "Confusion matrix",
-    "per-class": "Per-class precision, recall and F1",
-    "confused-pairs": "Most confused pairs",
-    "misclassified": "Misclassified test images",
-    "calibration": "Calibration",
-    "first-test-image": "The first test image",
-    "model": "Model",
-    "config": "Configuration",
-}
 
 
 def write_report(
@@ -69,47 +55,69 @@ def write_report(
     test = load_split("test", data_dir, verify=verify)
     result = evaluate(model_path, data_dir, write=False, verify=verify, test=test, calibrate=calibrate)
     model, info = load_model(model_path)
-    # A bare model file, a run from an older fmnist or a damaged metrics.csv: the section says so.
-    history = _optional(run.read_metrics) if (run / METRICS).is_file() else None
-
+    # A bare model file, a run from an older fmnist or a damaged file: the section says so.
+    history = _optional(run, METRICS, run.read_metrics)
+    pair_rows = _confused_pairs(result, test.images, pairs)
+    wrong = _mistakes(result, mistakes)
     # Everything is drawn and the page built in memory first: a failure writes nothing.
+    figures, ece_calibrated = _figures(result, info, test.images, history, pair_rows, wrong)
+    page = render(
+        ReportData(
+            folder=run.path,
+            result=result,
+            info=info,
+            layers=summarize(model),
+            history=history,
+            config=config,
+            summary=summary,
+            figures=figures,
+            pairs=[row[3] for row in pair_rows],
+            mistakes_shown=len(wrong),
+            ece_calibrated=ece_calibrated,
+        )
+    )
+    for name, data in {TEST_METRICS: result.to_dict(), **figures}.items():
+        run.write_derived(name, data)
+    return run.write_derived(REPORT_FILE, page)  # last: a report.html exists only with every figure beside it
+
+
+def _figures(result: EvalResult, info: ModelInfo, images: np.ndarray, history, pair_rows, wrong: np.ndarray):
+    """Every figure of the page as PNG bytes by file name, and the calibrated test ECE (None
+    without a fitted temperature)."""
     figures: dict[str, bytes] = {CONFUSION: confusion_png(result.confusion)}
     if history:
         figures["training_curves.png"] = training_curves_png(history)
-    pair_rows = _confused_pairs(result, test.images, pairs)
     if pair_rows:
         figures["confused_pairs.png"] = confused_pairs_png([r[:3] for r in pair_rows])
-    wrong = _mistakes(result, mistakes)
     if len(wrong):
         figures["misclassified.png"] = image_grid_png(
-            test.images[wrong],
+            images[wrong],
             [_mistake_caption(result, i) for i in wrong],
             title=f"The {len(wrong)} most confident mistakes",
         )
-    raw, ece_raw = result.raw_probs, result.ece_raw
+    ece_calibrated = None
     if info.temperature is not None:
         scaled = softmax(result.logits, info.temperature)
+        ece_calibrated = expected_calibration_error(scaled, result.labels)
         figures["reliability.png"] = reliability_png(
-            calibration_bins(scaled, result.labels),
-            expected_calibration_error(scaled, result.labels),
-            f"calibrated, T = {info.temperature:.3f}",
+            calibration_bins(scaled, result.labels), ece_calibrated, f"calibrated, T = {info.temperature:.3f}"
         )
     figures["reliability_uncalibrated.png"] = reliability_png(
-        calibration_bins(raw, result.labels), ece_raw, "raw softmax"
+        calibration_bins(result.raw_probs, result.labels), result.ece_raw, "raw softmax"
     )
     p0, a0 = int(result.predictions[0]), int(result.labels[0])
     first_title = (
         f"test image 0: predicted {CLASS_NAMES[p0]} ({result.probs[0, p0]:.1%}), actual {CLASS_NAMES[a0]}, "
         f"{'match' if p0 == a0 else 'NO match'}"
     )
-    figures["first_test_image.png"] = prediction_png(test.images[0], result.probs[0], a0, first_title)
-    page = _page(run.path, result, info, model, history, config, summary, figures, pair_rows, len(wrong))
-    for name, data in {TEST_METRICS: result.to_dict(), **figures}.items():
-        run.write_derived(name, data)
-    return run.write_derived(REPORT_FILE, page)  # last: a report.html exists only with every figure beside it
+    figures["first_test_image.png"] = prediction_png(images[0], result.probs[0], a0, first_title)
+    return figures, ece_calibrated
 
 
-def _optional(reader) -> Any:
+def _optional(run: RunFolder, name: str, reader) -> Any:
+    """What ``reader`` reads from the run's file ``name``; None when it is missing or damaged."""
+    if not (run / name).is_file():
+        return None
     try:
         return reader()
     except FmnistError:
@@ -145,245 +153,3 @@ def _mistakes(result: EvalResult, n: int) -> np.ndarray:
 def _mistake_caption(result: EvalResult, i: int) -> str:
     p = int(result.predictions[i])
     return f"#{i} {result.probs[i, p]:.0%}\npred {CLASS_NAMES[p]}\nactual {CLASS_NAMES[result.labels[i]]}"
-
-
-# --- HTML ------------------------------------------------------------------------------
-
-CSS = """
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222;
-       max-width: 1040px; margin: 0 auto; padding: 1.2rem 1.5rem 3rem; }
-h1 { font-size: 1.6rem; margin-bottom: .2rem; }
-h2 { font-size: 1.25rem; border-bottom: 1px solid #ddd; padding-bottom: .2rem; margin-top: 2.2rem; }
-.sub { color: #666; margin-top: 0; }
-nav ol { columns: 2; padding-left: 1.3rem; }
-table { border-collapse: collapse; font-variant-numeric: tabular-nums; margin: .6rem 0; }
-th, td { padding: .22rem .65rem; border-bottom: 1px solid #e4e4e4; text-align: right; vertical-align: top; }
-th { background: #f4f4f4; }
-th:first-child, td:first-child, td.text { text-align: left; }
-img { max-width: 100%; height: auto; }
-figure { margin: .6rem 0; }
-figcaption, .note { color: #555; font-size: .9rem; }
-.bad { color: #b00020; font-weight: 600; }
-.good { color: #1b5e20; font-weight: 600; }
-pre { background: #f6f6f6; padding: .8rem; overflow: auto; font-size: 12px; }
-@media print {
-  body { max-width: none; padding: 0; font-size: 10.5pt; }
-  nav { display: none; }
-  h2 { break-after: avoid; }
-  figure, table, tr { break-inside: avoid; }
-  pre { white-space: pre-wrap; background: none; border: 1px solid #ccc; }
-  a { color: inherit; text-decoration: none; }
-}
-"""
-
-
-def _seconds(x: Any) -> str:
-    """A duration from summary.json, or a dash when it is missing or not a number."""
-    return f"{x:.0f} s" if isinstance(x, (int, float)) and not isinstance(x, bool) and x == x else "–"
-
-
-def _e(x: Any) -> str:
-    return html.escape(str(x))
-
-
-def _img(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
-
-
-def _figure(figures: dict[str, bytes], name: str, alt: str, caption: str = "") -> str:
-    cap = f"<figcaption>{caption} (also saved as <code>{_e(name)}</code>)</figcaption>"
-    return f"<figure>{_img(figures[name], alt)}{cap}</figure>"
-
-
-def _table(header: list[str], rows: list[list[Any]], text_cols: tuple[int, ...] = ()) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td{' class=text' if j in text_cols else ''}>{c}</td>" for j, c in enumerate(r)) + "</tr>"
-        for r in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _section(sid: str, body: str) -> str:
-    return f'<section id="{sid}"><h2>{_e(SECTIONS[sid])}</h2>{body}</section>'
-
-
-def _ece_cell(result: EvalResult, info) -> str:
-    if info.temperature is None:
-        return f"{result.ece:.4f} (no fitted temperature: raw softmax)"
-    scaled = "" if result.calibrated else " (shown: raw softmax, --no-calibrate)"
-    return f"{result.ece:.4f}{scaled}; raw softmax {result.ece_raw:.4f}, temperature {info.temperature:.3f}"
-
-
-def _calibration_html(figures: dict[str, bytes], result: EvalResult, info) -> str:
-    """Both reliability diagrams, the temperature and what it changed."""
-    about = (
-        "Expected calibration error (ECE): the mean gap between confidence and accuracy over 15 confidence bins, "
-        "weighted by the images in each. Bars below the diagonal mean over-confidence, above it under-confidence."
-    )
-    raw_fig = _figure(figures, "reliability_uncalibrated.png", "reliability diagram, raw softmax", "The raw softmax.")
-    if info.temperature is None:
-        return (
-            f'<p class="note">{about}</p><p>This model file has no fitted temperature (written before temperature '
-            "scaling): every probability is the raw softmax. <code>fmnist calibrate RUN</code> fits one on the "
-            f"validation split.</p>{raw_fig}"
-        )
-    fit = info.calibration or {}
-    val = ""
-    if all(isinstance(fit.get(k), (int, float)) for k in ("images", "ece_before", "ece_after")):
-        val = (
-            f" On the {fit['images']:,} validation images it brought the ECE from {fit['ece_before']:.4f} "
-            f"to {fit['ece_after']:.4f}."
-        )
-    return (
-        f'<p class="note">{about}</p>'
-        f"<p>Temperature scaling divides the logits by T = {info.temperature:.3f}, fitted on the validation split "
-        f"after training (never on the test set).{val} On the test set: ECE {result.ece_raw:.4f} raw, "
-        f"{expected_calibration_error(softmax(result.logits, info.temperature), result.labels):.4f} calibrated. "
-        "It never changes the predicted class, so the accuracy is the same.</p>"
-        + _figure(figures, "reliability.png", "reliability diagram, calibrated", "With the temperature.")
-        + raw_fig
-    )
-
-
-def _page(folder, result, info, model, history, config, summary, figures, pair_rows, n_wrong) -> str:
-    d = result.to_dict()
-    pct = lambda x: f"{x * 100:.2f}%"  # noqa: E731
-    overview = _table(
-        ["measure", "value"],
-        [
-            ["model", _e(info.model)],
-            ["test accuracy", f"{pct(result.accuracy)} ({d['test_images'] - d['errors']:,} / {d['test_images']:,})"],
-            ["test loss", f"{result.loss:.4f}"],
-            ["macro F1", f"{d['macro_f1']:.4f}"],
-            ["expected calibration error", _ece_cell(result, info)],
-            ["validation accuracy (best epoch)", pct(info.val_accuracy) if info.val_accuracy is not None else "–"],
-            ["flip test-time augmentation", "yes" if result.tta else "no"],
-            ["epochs run", _e(summary.epochs_run) if summary and summary.epochs_run is not None else "–"],
-            ["training time", _seconds(summary.train_seconds) if summary else "–"],
-            ["trained on", _e(f"{info.device or '?'}, {info.precision or '?'}")],
-        ],
-        text_cols=(1,),
-    )
-    if history:
-        curves = _figure(figures, "training_curves.png", "loss and accuracy per epoch", "Per epoch, from metrics.csv.")
-    else:
-        curves = '<p class="note">No metrics.csv in this run folder, so no curves.</p>'
-    worst = min(result.per_class, key=lambda c: c["f1"])["class"]
-    per_class = (
-        _table(
-            ["class", "precision", "recall", "F1", "test images"],
-            [
-                [
-                    (
-                        f'<span class="bad">{c["class"]} {_e(c["name"])}</span>'
-                        if c["class"] == worst
-                        else f"{c['class']} {_e(c['name'])}"
-                    ),
-                    f"{c['precision']:.3f}",
-                    f"{c['recall']:.3f}",
-                    f"{c['f1']:.3f}",
-                    f"{c['support']:,}",
-                ]
-                for c in result.per_class
-            ],
-        )
-        + f'<p class="note">Lowest F1 in red. Macro F1 {d["macro_f1"]:.4f}.</p>'
-    )
-    if pair_rows:
-        pairs = _table(
-            ["actual", "predicted as", "images", "share of the actual class"],
-            [
-                [_e(CLASS_NAMES[a]), _e(CLASS_NAMES[p]), f"{n:,}", pct(n / max(1, result.confusion[a].sum()))]
-                for a, p, n in (row[3] for row in pair_rows)
-            ],
-            text_cols=(1,),
-        ) + _figure(
-            figures,
-            "confused_pairs.png",
-            "examples of the most confused class pairs",
-            "Each row: an actual class the model mistook for another, with its most confident such mistakes "
-            "(test index and confidence).",
-        )
-    else:
-        pairs = '<p class="note">No mistakes on the test set.</p>'
-    wrong = (
-        _figure(
-            figures,
-            "misclassified.png",
-            "misclassified test images",
-            f"{d['errors']:,} test images are misclassified; shown: the {n_wrong} the model was most sure of, "
-            "with test index, confidence, predicted and actual label.",
-        )
-        if n_wrong
-        else '<p class="note">No mistakes on the test set.</p>'
-    )
-    calibration = _calibration_html(figures, result, info)
-    p0 = int(result.predictions[0])
-    a0 = int(result.labels[0])
-    match = p0 == a0
-    first = _table(
-        ["", "test image 0"],
-        [
-            ["predicted", f"{p0} {_e(CLASS_NAMES[p0])}"],
-            ["actual", f"{a0} {_e(CLASS_NAMES[a0])}"],
-            ["match", f'<span class="{"good" if match else "bad"}">{"yes" if match else "no"}</span>'],
-            ["confidence", pct(result.probs[0, p0])],
-        ],
-        text_cols=(1,),
-    ) + _figure(
-        figures,
-        "first_test_image.png",
-        "test image 0 and the predicted probabilities",
-        "The image as the model sees it, and its probability for every class "
-        "(blue: predicted; red: the actual class when the prediction is wrong).",
-    )
-    rows = summarize(model)
-    model_table = _table(
-        ["layer", "what it does", "output shape", "parameters", "FLOPs / image"],
-        [[_e(r.kind), _e(r.description), _e(r.output_shape), f"{r.params:,}", f"{r.flops:,}"] for r in rows]
-        + [
-            [
-                "<b>total</b>",
-                "",
-                "",
-                f"<b>{sum(r.params for r in rows):,}</b>",
-                f"<b>{sum(r.flops for r in rows):,}</b>",
-            ]
-        ],
-        text_cols=(1,),
-    )
-    config_html = (
-        f"<pre>{_e(json.dumps(config, indent=2))}</pre>"
-        if config
-        else '<p class="note">No config.json in this run folder.</p>'
-    )
-    body = "".join(
-        [
-            _section("overview", overview),
-            _section("training-curves", curves),
-            _section(
-                "confusion-matrix",
-                _figure(figures, "confusion_matrix.png", "confusion matrix", "Rows: actual class; columns: predicted."),
-            ),
-            _section("per-class", per_class),
-            _section("confused-pairs", pairs),
-            _section("misclassified", wrong),
-            _section("calibration", calibration),
-            _section("first-test-image", first),
-            _section("model", model_table),
-            _section("config", config_html + '<p class="note">Every resolved value, from config.json.</p>'),
-        ]
-    )
-    nav = "<nav><ol>" + "".join(f'<li><a href="#{k}">{_e(v)}</a></li>' for k, v in SECTIONS.items()) + "</ol></nav>"
-    title = f"fmnist report: {folder.name}"
-    when = datetime.now().strftime("%Y-%m-%d %H:%M")
-    return (
-        "<!DOCTYPE html>\n"
-        f'<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, '
-        f'initial-scale=1"><title>{_e(title)}</title><style>{CSS}</style></head><body>'
-        f"<h1>{_e(title)}</h1><p class=sub>{_e(info.model)} model, test accuracy "
-        f"{pct(result.accuracy)}; written {when} from <code>{_e(folder)}</code></p>"
-        f"{nav}{body}</body></html>\n"
-    )

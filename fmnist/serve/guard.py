@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from fmnist.serve.metrics import Metrics
+from fmnist.serve.metrics import Endpoints, Metrics
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -32,17 +32,9 @@ class BodyTooLarge(HTTPException):
 
 
 class Guard:
-    def __init__(self, app: Callable, max_body_bytes: int, metrics: Metrics, endpoints: set[str]):
-        self.app, self.limit, self.metrics, self.endpoints = app, max_body_bytes, metrics, endpoints
-
-    def endpoint(self, path: str) -> str:
-        """A label with few values: a scan of random paths must not grow the metrics."""
-        if path in self.endpoints:
-            return path
-        for prefix in ("/static/", "/docs-assets/"):
-            if path.startswith(prefix):
-                return prefix.rstrip("/")
-        return "other"
+    def __init__(self, app: Callable, max_body_bytes: int, metrics: Metrics, routes: Iterable[Any]):
+        self.app, self.limit, self.metrics = app, max_body_bytes, metrics
+        self.endpoint = Endpoints(routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

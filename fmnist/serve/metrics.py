@@ -10,13 +10,24 @@ workers.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+
+try:  # FastAPI 0.137.2 and later keep an included router as one node of app.routes, expanded by this
+    from fastapi.routing import iter_route_contexts
+except ImportError:  # earlier ones copy its routes into app.routes
+
+    def iter_route_contexts(routes: Iterable[Any]) -> Iterator[Any]:
+        return iter(routes)
+
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Seconds: a request to a small model takes about a millisecond, a large photo's upload a second.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+OTHER = "other"  # the endpoint of a request no route answers
 
 
 def multiprocess_mode() -> bool:
@@ -66,3 +77,28 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+class Endpoints:
+    """The endpoint label of a request: the path (template) of the route that answers its path,
+    the mount's path for a file under a mount (``/static``, ``/docs-assets``), else ``"other"``,
+    so that a scan of random paths cannot grow the metrics. Read from the app's routes, so that
+    a new route is counted under its own name without being listed anywhere."""
+
+    def __init__(self, routes: Iterable[Any]):
+        # (regex, label): a route's regex matches its own path only, a mount's any path below it.
+        self.patterns = [(r.path_regex, r.path) for r in iter_route_contexts(routes) if hasattr(r, "path_regex")]
+        self.paths = {label for regex, label in self.patterns if regex.match(label)}  # routes without parameters
+
+    def __call__(self, path: str) -> str:
+        if path in self.paths:  # almost every request: one set lookup
+            return path
+        for regex, label in self.patterns:
+            if regex.match(path):
+                return label
+        return OTHER
+
+    @property
+    def labels(self) -> set[str]:
+        """Every endpoint label these routes can give."""
+        return {label for _, label in self.patterns} | {OTHER}

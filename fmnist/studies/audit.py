@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import html
 import io
 import os
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from fmnist.core.errors import FmnistError
 from fmnist.core.files import check_writable
 from fmnist.core.spec import CLASS_NAMES
 from fmnist.data import load_split
+from fmnist.reporting import html as h
 from fmnist.reporting.plots import image_grid_png
 from fmnist.runtime.inference import predict_logits, softmax, temperature_of
 from fmnist.runtime.modelfile import load_model, resolve_model_path
@@ -246,40 +246,49 @@ def write_audit(folder: RunFolder, result: AuditResult, images: dict[str, np.nda
 
 
 def _page(folder: RunFolder, r: AuditResult, pngs: dict[str, bytes], grid: int) -> str:
-    import base64
-
-    e = html.escape
     o = r.options
-    parts = [
-        f"<h1>Label audit: {e(folder.path.name)}</h1>",
-        "<p>Likely label errors found with confident learning (cleanlab) on out-of-sample probabilities: "
-        f"{o.folds}-fold cross-validation on the training set (each fold's model: preset {e(o.preset)}, "
-        f"{o.epochs} epochs, batch {o.batch_size}, lr {o.lr:g}, seed {o.seed}), and this run's model on the test set. "
-        "<b>A flagged image is a suspect, not a proven error</b>: an ambiguous garment or a blind spot of the "
-        "models looks the same to the method. Look at the images.</p>",
-        f"<p>Flagged: {len(r.suspects['train']):,} of {r.sizes['train']:,} training images "
+    method = h.paragraph(
+        "Likely label errors found with confident learning (cleanlab) on out-of-sample probabilities: "
+        f"{o.folds}-fold cross-validation on the training set (each fold's model: preset {o.preset}, "
+        f"{o.epochs} epochs, batch {o.batch_size}, lr {o.lr:g}, seed {o.seed}), and this run's model on the test set. ",
+        h.strong("A flagged image is a suspect, not a proven error"),
+        ": an ambiguous garment or a blind spot of the models looks the same to the method. Look at the images.",
+    )
+    flagged = h.paragraph(
+        f"Flagged: {len(r.suspects['train']):,} of {r.sizes['train']:,} training images "
         f"({len(r.suspects['train']) / r.sizes['train']:.2%}), {len(r.suspects['test']):,} of {r.sizes['test']:,} "
         f"test images ({len(r.suspects['test']) / r.sizes['test']:.2%}). "
         f"{r.test_errors_flagged:,} of the model's {r.test_errors:,} test mistakes fall on flagged test images "
-        "(by construction in part: the test flags come from the same model's probabilities).</p>",
+        "(by construction in part: the test flags come from the same model's probabilities)."
+    )
+    return h.page(
+        f"Label audit: {folder.path.name}", method, flagged, *(_split_html(r, s, pngs, grid) for s in ("train", "test"))
+    )
+
+
+def _split_html(r: AuditResult, split: str, pngs: dict[str, bytes], grid: int) -> h.Html:
+    """One split's grid and its table of the most likely label errors."""
+    top = r.suspects[split][:grid]
+    if not top:
+        return h.section(f"{split}-set", f"{split} set", h.note(f"No image of the {split} set is flagged."))
+    rows = [
+        [
+            s.rank,
+            s.index,
+            CLASS_NAMES[s.given],
+            CLASS_NAMES[s.suggested],
+            f"{s.probability:.3f}",
+            f"{s.given_probability:.3f}",
+        ]
+        for s in top
     ]
-    for split in ("train", "test"):
-        top = r.suspects[split][:grid]
-        parts.append(f"<h2>{split} set</h2>")
-        if split in pngs:
-            data = base64.b64encode(pngs[split]).decode("ascii")
-            parts.append(f'<img alt="{split} suspects" src="data:image/png;base64,{data}" style="max-width:100%">')
-        head = "<tr><th>rank</th><th>index</th><th>given label</th><th>suggested</th><th>p(suggested)</th><th>p(given)</th></tr>"
-        body = "".join(
-            f"<tr><td>{s.rank}</td><td>{s.index}</td><td>{e(CLASS_NAMES[s.given])}</td>"
-            f"<td>{e(CLASS_NAMES[s.suggested])}</td><td>{s.probability:.3f}</td><td>{s.given_probability:.3f}</td></tr>"
-            for s in top
-        )
-        parts.append(f"<table>{head}{body}</table><p>All of them: <code>{AUDIT_TABLE}</code>.</p>")
-    style = "body{font:15px/1.45 system-ui,sans-serif;max-width:1040px;margin:0 auto;padding:1rem}td,th{padding:.2rem .6rem;text-align:right}"
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Label audit: {e(folder.path.name)}</title>'
-        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
+    caption = "Each image: its index in the split, the given label, and the suggested label with its probability."
+    return h.section(
+        f"{split}-set",
+        f"{split} set",
+        h.figure(pngs[split], f"{split} suspects", caption, saved_as=AUDIT_GRIDS[split]),
+        h.table(["rank", "index", "given label", "suggested", "p(suggested)", "p(given)"], rows, text_cols=(2, 3)),
+        h.paragraph("All of them: ", h.code(AUDIT_TABLE), "."),
     )
 
 
