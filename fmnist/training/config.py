@@ -22,6 +22,7 @@ from fmnist.models import available, build_model, count_params
 from fmnist.runtime.inference import EVAL_BATCH, resolve_device
 from fmnist.runtime.runfiles import CONFIG_REMEDY
 from fmnist.runtime.runs import CONFIG, RunFolder
+from fmnist.training.budget import Plan, parse_duration
 from fmnist.training.transfer import frozen_prefixes
 
 # Keys a run's config.json carries beside the settings; reading it as a config skips them.
@@ -87,6 +88,18 @@ class TrainConfig:
     ema: float = param(0.0, "Decay of the exponential moving average of the weights; 0 = off.", min=0, below=1)
     tta: bool = param(False, "Flip test-time augmentation: average the logits of each image and its mirror.")
     early_stop: int = param(0, "Stop after N epochs without a better validation accuracy; 0 = off.", min=0)
+    # time
+    time_budget: str | None = param(
+        None,
+        "Train for a time instead of --epochs: the whole call, from start to a saved, calibrated model, e.g. "
+        "90s, 2m, 1h (a short probe measures this machine; the plan it makes is saved in config.json).",
+    )
+    plan: dict[str, Any] = param(
+        help="The steps a --time-budget bought (steps, steps_per_epoch, changes), written by fmnist: a config "
+        "that has one repeats that run step for step, on any machine, with no budget.",
+        factory=dict,
+        cli=False,
+    )
     # data
     val_size: int = param(5000, "Training images held out (stratified) to choose the best epoch.", min=0)
     split_seed: int = param(0, "Seed of the validation split.", min=0, max=MAX_SEED)
@@ -149,6 +162,10 @@ class TrainConfig:
             value = _typed(f.name, getattr(self, f.name), f.type, source)
             _check_rules(f.name, value, f.metadata, source)
         resolve_device(self.device)
+        if self.time_budget is not None:
+            parse_duration(self.time_budget)
+        if self.plan:
+            Plan.from_dict(self.plan, source or "--config")
         check_model(self.model, self.model_args, self.batch_size, source)
         if self.freeze:
             with torch.device("meta"):

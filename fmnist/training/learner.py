@@ -16,6 +16,7 @@ from fmnist.data import augment
 from fmnist.models import Normalize, build_model, count_params, fit_to_data, flops_per_image
 from fmnist.runtime.inference import resolve_precision
 from fmnist.runtime.modelfile import ModelInfo
+from fmnist.training.budget import Plan
 from fmnist.training.config import TrainConfig
 from fmnist.training.data import TrainingData
 from fmnist.training.distributed import World
@@ -41,7 +42,7 @@ class Learner:
 
     @classmethod
     def build(
-        cls, config: TrainConfig, world: World, device: torch.device, data: TrainingData, steps: int, resuming: bool
+        cls, config: TrainConfig, world: World, device: torch.device, data: TrainingData, plan: Plan, resuming: bool
     ) -> Learner:
         """Build on ``device`` (after the global random-number generator was seeded: the
         initial weights come from it). A resumed run restores its weights later, so it
@@ -65,7 +66,7 @@ class Learner:
         model = model.to(device, memory_format=mem)
         info = model_info(cfg, model, data, device, amp)
         optimizer = make_optimizer(cfg, model)
-        scheduler = make_scheduler(cfg, optimizer, steps)
+        scheduler = make_scheduler(cfg, optimizer, plan)
         ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
         net = model
         if world.distributed:

@@ -8,6 +8,7 @@ import math
 
 import torch
 
+from fmnist.training.budget import Plan
 from fmnist.training.config import TrainConfig
 from fmnist.training.transfer import head_name
 
@@ -60,9 +61,12 @@ def lr_factor(config: TrainConfig, step: int, total: int, steps_per_epoch: int) 
     return 1.0
 
 
-def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
-    total = steps_per_epoch * config.epochs
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config, s, total, steps_per_epoch))
+def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, plan: Plan):
+    """The schedule follows ``plan``: over its steps, and, where the plan was shortened on the
+    way, over the fraction of it done (``plan.virtual_step``), so it still ends on the last step."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(config, plan.virtual_step(s), plan.steps, plan.steps_per_epoch)
+    )
 
 
 class EMA:

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fmnist.runtime.modelfile import ModelInfo
+from fmnist.training.budget import Plan, format_duration, parse_duration
 from fmnist.training.config import TrainConfig
 from fmnist.training.hooks import Callback, Run
 
@@ -28,8 +29,25 @@ def end_line(run: Run) -> str:
     )
 
 
+def planned_epochs(config: TrainConfig) -> int:
+    """The epochs the run makes: its plan's (a time budget's, the last one partly), else --epochs."""
+    return Plan.from_dict(config.plan).epochs if config.plan else config.epochs
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def start_line(config: TrainConfig, info: ModelInfo, start_epoch: int = 1) -> str:
-    where = f"resuming at epoch {start_epoch} of {config.epochs}" if start_epoch > 1 else f"{config.epochs} epochs"
+    epochs = planned_epochs(config)
+    if start_epoch > 1:
+        where = f"resuming at epoch {start_epoch} of {epochs}"
+    elif config.plan:
+        plan = Plan.from_dict(config.plan)
+        budget = f"the {format_duration(parse_duration(config.time_budget))} budget buys " if config.time_budget else ""
+        where = f"{budget}{_plural(plan.total, 'step')} ({plan.total / plan.steps_per_epoch:.2f} epochs)"
+    else:
+        where = _plural(epochs, "epoch")
     return (
         f"training {config.model} ({info.params:,} params, {info.flops_per_image / 1e6:.1f} MFLOPs/image) "
         f"on {info.train_images:,} images, validating on {info.val_images:,}; "
@@ -44,7 +62,7 @@ class PlainProgress(Callback):
         self.stream = stream or sys.stdout
 
     def on_train_start(self, config, info, start_epoch=1):
-        self.epochs = config.epochs
+        self.epochs = planned_epochs(config)
         print(start_line(config, info, start_epoch), file=self.stream, flush=True)
 
     def on_epoch_end(self, row):
@@ -64,7 +82,7 @@ class RichProgress(PlainProgress):
         self.progress: Progress | None = None
 
     def on_train_start(self, config, info, start_epoch=1):
-        self.epochs = config.epochs
+        self.epochs = planned_epochs(config)
         self.console.print(start_line(config, info, start_epoch))
 
     def on_epoch_start(self, epoch, steps):

@@ -38,12 +38,14 @@ from fmnist.runtime.inference import predict_logits, resolve_device
 from fmnist.runtime.modelfile import ModelInfo, save_model
 from fmnist.runtime.runs import CONFIG, MODEL, RESUME, Claim, RunFolder, RunSummary
 from fmnist.training import distributed
+from fmnist.training.budget import Clock
 from fmnist.training.config import TrainConfig
 from fmnist.training.data import Splitter, config_split, load_training_data
 from fmnist.training.hooks import Callback, Interrupted, Run, StopRequest, signal_handlers
 from fmnist.training.learner import Learner
 from fmnist.training.plan import EpochPlan
 from fmnist.training.state import Rngs, TrainState
+from fmnist.training.timebox import Timebox
 
 __all__ = ["Callback", "Interrupted", "Run", "Trainer", "resume", "signal_handlers", "train"]
 
@@ -70,6 +72,8 @@ class Trainer:
         *,
         split: Splitter | None = None,
         handle_signals: bool = True,
+        clock: Clock = time.monotonic,
+        started: float | None = None,
     ):
         if resume is not None:
             folder = RunFolder(resume)
@@ -82,6 +86,9 @@ class Trainer:
         self.resuming = resume is not None
         self.split = split or config_split(self.config)
         self.handle_signals = handle_signals
+        # --time-budget counts from ``started`` on ``clock`` (the CLI passes its process's start)
+        self.clock, self.started = clock, clock() if started is None else started
+        self.timebox: Timebox | None = None
         self.claim: Claim | None = None  # rank 0's hold on the run folder
         self._session = contextlib.ExitStack()  # what ends with the run: the claim, the process group
         self._ready = False
@@ -120,13 +127,14 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.folder = RunFolder(cfg.out)
         self._claim()
+        if cfg.time_budget is not None and not cfg.plan and not self.resuming:
+            self._plan_budget()
         self._build()
         if self.resuming:
             self.state.load(self.folder / RESUME, self.world, cfg.to_dict(), self.folder / CONFIG)
         else:
             if self.world.main:
-                resolved = {k: getattr(self.info, k) for k in ("device", "precision", "params", "flops_per_image")}
-                self.folder.write_config({**cfg.to_dict(), "resolved": {**resolved, "processes": self.world.size}})
+                self._write_config()
             self.save_state()  # so a run killed in its first epoch can be resumed too
         self._ready = True
 
@@ -145,11 +153,28 @@ class Trainer:
         if problem:
             raise FmnistError(problem)
 
+    def _plan_budget(self) -> None:
+        """Probe this machine and fix the plan a --time-budget buys; it is recorded in the
+        config, so the run can be repeated step for step without a budget."""
+        cfg, spe = self.config, self.plan.steps_per_epoch
+        self.timebox = Timebox(cfg, self.world, self.device, self.clock, self.started)
+        schedule = self.timebox.plan(self.data, self.batch, self.local_batch, spe, self.plan.schedule)
+        self.plan = EpochPlan(schedule, cfg.early_stop)
+        cfg.plan = schedule.to_dict()
+
+    def _write_config(self) -> None:
+        """config.json: every setting (the plan included) and what was resolved on this machine."""
+        keys = ("device", "precision", "params", "flops_per_image")
+        resolved = {k: getattr(self.info, k) for k in keys} | {"processes": self.world.size}
+        if self.timebox is not None:
+            resolved |= {**self.timebox.resolved(), "plan": self.plan.schedule.to_dict()}
+        self.folder.write_config({**self.config.to_dict(), "resolved": resolved})
+
     def _build(self) -> None:
         """The model and what trains it, and the state that holds them. The generators are
         seeded first: the initial weights come from the global one."""
         rngs = Rngs.seeded(self.config.seed, self.world.rank, self.device)
-        ln = Learner.build(self.config, self.world, self.device, self.data, self.plan.steps, self.resuming)
+        ln = Learner.build(self.config, self.world, self.device, self.data, self.plan.schedule, self.resuming)
         self.learner, self.info = ln, ln.info
         self.state = TrainState(ln.model, ln.optimizer, ln.scheduler, ln.ema, rngs, self.device)
 
@@ -158,27 +183,34 @@ class Trainer:
     def train_epoch(self) -> dict[str, float]:
         """Train from the current step to the end of the epoch; returns the epoch's training
         loss and accuracy. Raises :class:`Interrupted` (after saving) on a stop request."""
-        s, dev, steps = self.state, self.device, self.plan.steps
+        s, dev, plan = self.state, self.device, self.plan
         if s.step == 0:
             s.perm = torch.randperm(self.data.n_train, generator=s.rngs.perm, device=dev)
             s.loss_sum.zero_()
             s.correct.zero_()
             s.epoch_seconds = 0.0
         self.learner.train()
-        self._emit("on_epoch_start", s.epoch, steps)
+        self._emit("on_epoch_start", s.epoch, plan.steps_in(s.epoch))
         running = self.world.main and any(cb.wants_running_stats for cb in self.callbacks)
         t0 = time.perf_counter()
         offset = self.world.rank * self.local_batch
-        for step in range(s.step, steps):
-            start = step * self.batch + offset
+        first = (s.epoch - 1) * plan.steps_per_epoch  # global step at the epoch's start
+        if self.timebox is not None:
+            self.timebox.start_epoch(first + s.step)
+        while s.step < plan.steps_in(s.epoch):  # a shortened plan can end this epoch early
+            start = s.step * self.batch + offset
             loss, correct = self.learner.step(*self.data.batch(s.perm[start : start + self.local_batch]), s.rngs)
             s.loss_sum += loss
             s.correct += correct
-            s.step = step + 1
+            s.step += 1
+            if self.timebox is not None and self.timebox.check(plan.schedule, first + s.step):
+                self.config.plan = plan.schedule.to_dict()
+                if self.world.main:
+                    self._write_config()
             # note: .item() is a host/device sync point; only done when a display asks for it
-            if running and (s.step % 20 == 0 or s.step == steps):
+            if running and (s.step % 20 == 0 or s.step == plan.steps_in(s.epoch)):
                 self._emit("on_step", self._running_stats())
-            if self.world.any(self.stop.asked, dev) and s.step < steps:
+            if self.world.any(self.stop.asked, dev) and s.step < plan.steps_in(s.epoch):
                 s.epoch_seconds += time.perf_counter() - t0
                 s.elapsed += time.perf_counter() - t0
                 self.save_state()
@@ -187,6 +219,7 @@ class Trainer:
         s.epoch_seconds += dt
         s.elapsed += dt
         loss_sum, correct = self.world.sum([s.loss_sum.item(), float(s.correct.item())], dev)
+        steps = s.step
         train_loss = loss_sum / (steps * self.world.size)
         if not math.isfinite(train_loss):
             raise TrainingDiverged(
@@ -206,7 +239,7 @@ class Trainer:
             "epoch": s.epoch,
             "epochs": self.plan.epochs,
             "step": s.step,
-            "steps": self.plan.steps,
+            "steps": self.plan.steps_in(s.epoch),
             "loss": s.loss_sum.item() / s.step,
             "accuracy": s.correct.item() / (s.step * self.local_batch),
         }
@@ -219,13 +252,15 @@ class Trainer:
         model = self.learner.eval_model
         # Each process's BN running statistics differ after its last step; use rank 0's.
         self.world.broadcast(list(model.buffers()))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), self.clock()
         cfg = self.config
         logits = predict_logits(model, d.x_val, cfg.eval_batch_size, cfg.tta, self.learner.amp, cfg.channels_last)
         loss = F.cross_entropy(logits, d.y_val, reduction="sum").item() if len(d.y_val) else 0.0
         correct = float((logits.argmax(1) == d.y_val).sum().item())
         loss, correct = self.world.sum([loss, correct], self.device)
         self.state.elapsed += time.perf_counter() - t0
+        if self.timebox is not None:
+            self.timebox.validated(self.clock() - c0)
         return loss / d.n_val, correct / d.n_val
 
     def end_epoch(self, row: dict[str, float]) -> None:
@@ -304,7 +339,7 @@ class Trainer:
 
     def _interrupted(self) -> None:
         self._keep()  # the state is saved: the run stays, to be resumed
-        raise Interrupted(self.folder.path, self.state.epoch, self.state.step, self.plan.steps)
+        raise Interrupted(self.folder.path, self.state.epoch, self.state.step, self.plan.steps_in(self.state.epoch))
 
     def _keep(self) -> None:
         if self.claim is not None:
