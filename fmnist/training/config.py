@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from fmnist.core.errors import FmnistError
-from fmnist.models import available, build_model, count_params
+from fmnist.models import available, build_model, canonical_name, count_params
 from fmnist.runtime.inference import EVAL_BATCH, resolve_device
 from fmnist.training.transfer import frozen_prefixes
 
@@ -110,6 +110,12 @@ class TrainConfig:
         None, "Start from a named recipe; its values are recorded as the run's preset (see --show-config).", cli=False
     )
 
+    def __post_init__(self) -> None:
+        # A renamed model's old name (in an old config.json, a --config file, --model) still
+        # works, with a note; the run records the new name.
+        if isinstance(self.model, str):
+            self.model = canonical_name(self.model)
+
     # --- reading ------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -126,7 +132,9 @@ class TrainConfig:
         merged key by key, so ``--model-arg stem=32`` keeps a preset's widths; a different
         ``model`` without ``model_args`` starts from that model's defaults)."""
         values = self.to_dict()
-        if overrides.get("model") not in (None, self.model) and overrides.get("model_args") is None:
+        model = overrides.get("model")
+        other_model = isinstance(model, str) and canonical_name(model, note=False) != self.model
+        if other_model and overrides.get("model_args") is None:
             values["model_args"] = {}
         fields_ = {f.name: f for f in dataclasses.fields(TrainConfig)}
         for key, value in overrides.items():
