@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from fmnist.core.errors import FmnistError
 from fmnist.core.files import atomic_write_bytes, atomic_write_json, check_writable
+from fmnist.core.schema import accepts_settings, calibrate_param, data_dir_param, device_param, tta_param, verify_param
 from fmnist.core.spec import CLASS_NAMES, NUM_CLASSES
 from fmnist.data import Split, load_split, validation_split
 from fmnist.reporting.plots import confusion_png
@@ -24,6 +25,35 @@ from fmnist.runtime.calibration import calibration_summary, expected_calibration
 from fmnist.runtime.inference import predict_logits, resolve_device, softmax, temperature_of
 from fmnist.runtime.modelfile import ModelInfo, load_model, resolve_model_path, save_model
 from fmnist.runtime.runs import CONFUSION, TEST_METRICS, RunFolder
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """How `fmnist evaluate` measures a run on the test set."""
+
+    tta: bool | None = tta_param()
+    device: str = device_param()
+    calibrate: bool = calibrate_param()
+    data_dir: str | None = data_dir_param()
+    verify: bool = verify_param()
+
+
+@dataclass(frozen=True)
+class CalibrateSettings:
+    """Where `fmnist calibrate` fits a run's temperature."""
+
+    device: str = device_param()
+    data_dir: str | None = data_dir_param()
+    verify: bool = verify_param()
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """What the figures of `fmnist report` are computed from (reporting/report.py)."""
+
+    calibrate: bool = calibrate_param()
+    data_dir: str | None = data_dir_param()
+    verify: bool = verify_param()
 
 
 @dataclass
@@ -95,6 +125,7 @@ def per_class_metrics(cm: np.ndarray) -> list[dict[str, Any]]:
     ]
 
 
+@accepts_settings(EvaluateSettings)
 def evaluate(
     run: str | os.PathLike,
     data_dir: str | os.PathLike | None = None,
@@ -168,6 +199,7 @@ class Calibration:
     summary: dict[str, Any]
 
 
+@accepts_settings(CalibrateSettings)
 def calibrate(
     run: str | os.PathLike, data_dir: str | os.PathLike | None = None, verify: bool = True, device: str = "auto"
 ) -> Calibration:

@@ -16,10 +16,11 @@ import numpy as np
 
 from fmnist.core.errors import FmnistError
 from fmnist.core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from fmnist.core.schema import accepts_settings
 from fmnist.core.spec import CLASS_NAMES
 from fmnist.data import load_split
 from fmnist.models import summarize
-from fmnist.reporting.evaluate import EvalResult, evaluate
+from fmnist.reporting.evaluate import EvalResult, ReportSettings, evaluate
 from fmnist.reporting.plots import (
     confused_pairs_png,
     confusion_png,
@@ -48,6 +49,7 @@ SECTIONS = {
 }
 
 
+@accepts_settings(ReportSettings)
 def write_report(
     run_dir: str | os.PathLike,
     data_dir: str | os.PathLike | None = None,
