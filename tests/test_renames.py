@@ -1,5 +1,6 @@
 """Names that said the wrong thing were renamed (issue 20); the old ones still work, with a
-note: the `fast` model behind `sprint`."""
+note: `fmnist tune --budget` (epochs per trial), `fmnist ablate --budget` and `--steps` (which
+steps; transfer-study's --steps counts optimizer steps), and the `fast` model behind `sprint`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,23 @@ from fmnist.models import available, build_model, canonical_name
 from fmnist.runtime.modelfile import ModelInfo, load_model, save_model
 from fmnist.training.config import TrainConfig
 from fmnist.training.presets import PRESETS
+
+
+def test_tune_budget_still_sets_the_epochs_per_trial(monkeypatch, capsys, tmp_path):
+    code, _, err = run_cli(monkeypatch, capsys, "tune", "--study", "s", "--out", tmp_path, "--budget", 0)
+    assert code == 2
+    assert "warning: --budget is deprecated, use --epochs-per-trial" in err
+    assert "error: --epochs-per-trial must be >= 1, got 0" in err
+
+
+def test_ablate_budget_and_steps_still_work(monkeypatch, capsys, tmp_path):
+    code, _, err = run_cli(monkeypatch, capsys, "ablate", "--out", tmp_path, "--budget", 0)
+    assert code == 2 and "--budget is deprecated, use --epochs" in err and "--epochs must be >= 1" in err
+    code, _, err = run_cli(monkeypatch, capsys, "ablate", "--out", tmp_path, "--steps", "99")
+    assert code == 2 and "--steps is deprecated, use --only" in err and "--only: no step 99" in err
+    code, _, err = run_cli(monkeypatch, capsys, "ablate", "--out", tmp_path, "--only", "1-x")
+    assert code == 2 and "warning" not in err and "--only '1-x': use numbers, ranges and commas" in err
+    assert not any(tmp_path.iterdir())
 
 
 def test_the_sprint_model_has_a_name_that_says_what_it_is():
@@ -44,3 +62,5 @@ def test_old_model_files_that_say_fast_still_load(monkeypatch, capsys, tmp_path)
     x = torch.rand(2, 1, 28, 28) * 255
     model.eval()
     torch.testing.assert_close(loaded(x), model(x))
+    code, out, err = run_cli(monkeypatch, capsys, "model", "summary", path)
+    assert code == 0 and "poolfirst" in out and "warning: model 'fast' is now called 'poolfirst'" in err
