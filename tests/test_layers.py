@@ -39,6 +39,33 @@ def test_serving_and_predicting_never_load_training(code):
     assert loaded_after(code) == []
 
 
+def help_of(*command: str) -> str:
+    """Code that prints `fmnist COMMAND --help` in this interpreter, as the entry point does."""
+    argv = ["fmnist", *command, "--help"]
+    return f"""
+import sys
+sys.argv = {argv!r}
+from fmnist.cli import main
+try:
+    main()
+except SystemExit as e:
+    assert e.code == 0, e.code
+"""
+
+
+def test_fmnist_help_imports_no_torch_at_all():
+    probe = help_of() + "print('torch' in sys.modules, sorted(m for m in sys.modules if m.startswith('fmnist.cli.')))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    *text, last = out.stdout.strip().splitlines()
+    assert "Commands:" in text and "serve" in "".join(text)
+    assert last == "False ['fmnist.cli.errors', 'fmnist.cli.main', 'fmnist.cli.options']"  # no command's module
+
+
+@pytest.mark.parametrize("command", [("serve",), ("predict",), ("evaluate",), ("export",)])
+def test_help_of_serving_and_predicting_commands_never_loads_training(command):
+    assert loaded_after(help_of(*command)) == []
+
+
 def test_import_fmnist_is_lazy_and_the_api_still_resolves():
     assert loaded_after("import fmnist; assert 'torch' not in sys.modules, 'import fmnist loaded torch'") == []
     loaded = loaded_after("import fmnist; fmnist.train; fmnist.TrainConfig")

@@ -2,12 +2,14 @@
 their summary. Importing the package registers every architecture."""
 
 # Importing the architecture modules registers them, small ones first (the order of `fmnist model list`).
-from fmnist.models import (
-    resnets,  # noqa: F401  # isort: split
-    small,  # noqa: F401  # isort: split
-)
+from fmnist.models import small  # noqa: F401
+
+# isort: split
+from fmnist.models import resnets  # noqa: F401
+
+# isort: split
 from fmnist.models.layers import Normalize, PatchWhitening, fit_to_data
-from fmnist.models.registry import available, build_model, register
+from fmnist.models.registry import available, build_model, canonical_name, register
 from fmnist.models.summary import LayerRow, count_params, flops_per_image, summarize, summary_table
 
 __all__ = [
@@ -16,6 +18,7 @@ __all__ = [
     "PatchWhitening",
     "available",
     "build_model",
+    "canonical_name",
     "count_params",
     "fit_to_data",
     "flops_per_image",

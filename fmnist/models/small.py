@@ -76,8 +76,13 @@ def cnn(
     return nn.Sequential(*layers)
 
 
-@register("fast", "the sprint network: pool-first conv layers and a global pool, optionally a whitening stem")
-def fast(
+# Called "fast" until 2026-12: a name that said what it was for (the sprint preset), not what it is.
+@register(
+    "poolfirst",
+    "the sprint network: pool-first conv layers and a global pool, optionally a whitening stem",
+    formerly=("fast",),
+)
+def poolfirst(
     widths: tuple[int, ...] | list[int] = (16, 32, 64),
     stem: str = "conv",
     stem_kernel: int = 4,

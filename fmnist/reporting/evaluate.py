@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from fmnist.core.errors import FmnistError
 from fmnist.core.files import check_writable
+from fmnist.core.schema import accepts_settings, calibrate_param, data_dir_param, device_param, tta_param, verify_param
 from fmnist.core.spec import CLASS_NAMES, NUM_CLASSES
 from fmnist.data import Split, load_split, validation_split
 from fmnist.reporting.plots import confusion_png
@@ -25,6 +26,35 @@ from fmnist.runtime.inference import predict_logits, resolve_device, softmax, te
 from fmnist.runtime.modelfile import ModelInfo, load_model, resolve_model_path, save_model
 from fmnist.runtime.runs import CONFIG, CONFUSION, TEST_METRICS, RunFolder
 from fmnist.training.config import read_run_config
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """How `fmnist evaluate` measures a run on the test set."""
+
+    tta: bool | None = tta_param()
+    device: str = device_param()
+    calibrate: bool = calibrate_param()
+    data_dir: str | None = data_dir_param()
+    verify: bool = verify_param()
+
+
+@dataclass(frozen=True)
+class CalibrateSettings:
+    """Where `fmnist calibrate` fits a run's temperature."""
+
+    device: str = device_param()
+    data_dir: str | None = data_dir_param()
+    verify: bool = verify_param()
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """What the figures of `fmnist report` are computed from (reporting/report.py)."""
+
+    calibrate: bool = calibrate_param()
+    data_dir: str | None = data_dir_param()
+    verify: bool = verify_param()
 
 
 @dataclass
@@ -96,6 +126,7 @@ def per_class_metrics(cm: np.ndarray) -> list[dict[str, Any]]:
     ]
 
 
+@accepts_settings(EvaluateSettings)
 def evaluate(
     run: str | os.PathLike,
     data_dir: str | os.PathLike | None = None,
@@ -170,6 +201,7 @@ class Calibration:
     summary: dict[str, Any]
 
 
+@accepts_settings(CalibrateSettings)
 def calibrate(
     run: str | os.PathLike, data_dir: str | os.PathLike | None = None, verify: bool = True, device: str = "auto"
 ) -> Calibration:

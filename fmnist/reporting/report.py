@@ -12,10 +12,11 @@ from typing import Any
 import numpy as np
 
 from fmnist.core.errors import FmnistError
+from fmnist.core.schema import accepts_settings
 from fmnist.core.spec import CLASS_NAMES
 from fmnist.data import load_split
 from fmnist.models import summarize
-from fmnist.reporting.evaluate import EvalResult, evaluate
+from fmnist.reporting.evaluate import EvalResult, ReportSettings, evaluate
 from fmnist.reporting.plots import (
     confused_pairs_png,
     confusion_png,
@@ -34,6 +35,7 @@ from fmnist.training.config import read_run_config
 REPORT_FILE = REPORT
 
 
+@accepts_settings(ReportSettings)
 def write_report(
     run_dir: str | os.PathLike,
     data_dir: str | os.PathLike | None = None,

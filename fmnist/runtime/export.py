@@ -22,6 +22,7 @@ import os
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ import torch
 from fmnist._version import __version__
 from fmnist.core.errors import FmnistError
 from fmnist.core.files import check_writable
+from fmnist.core.schema import accepts_settings, data_dir_param, param, verify_param
 from fmnist.core.spec import CLASS_NAMES
 from fmnist.data import load_split, validation_split
 from fmnist.runtime.inference import (
@@ -53,6 +55,20 @@ CALIBRATION_IMAGES = 512  # training images that set the int8 activation ranges
 INPUT_NAME, OUTPUT_NAME, PROBS_NAME = "pixels", "logits", "probabilities"
 
 
+@dataclass(frozen=True)
+class ExportSettings:
+    """What `fmnist export` writes, and the test images it checks the file on."""
+
+    format: str = param("onnx", "Export format.", choices=("onnx",))
+    quantize: bool = param(
+        False, "Also write model.int8.onnx (static int8, calibrated on training images).", negatable=False
+    )
+    out: str | None = param(None, "ONNX file to write (default <run>/model.onnx).", path=True)
+    data_dir: str | None = data_dir_param()
+    verify: bool = verify_param()
+
+
+@accepts_settings(ExportSettings, format=None)
 def export_onnx(
     run: str | os.PathLike,
     out: str | os.PathLike | None = None,

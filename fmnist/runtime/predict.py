@@ -19,12 +19,33 @@ import torch
 
 from fmnist.core.errors import FmnistError
 from fmnist.core.files import atomic_write_bytes
+from fmnist.core.schema import accepts_settings, calibrate_param, data_dir_param, param, tta_param, verify_param
 from fmnist.core.spec import CLASS_NAMES
 from fmnist.data import load_split
 from fmnist.data.images import preprocess_file, to_png
-from fmnist.runtime.inference import Predictor, load_predictor
+from fmnist.runtime.inference import BACKENDS, Predictor, load_predictor
 from fmnist.runtime.modelfile import resolve_model_path
 from fmnist.runtime.runs import RunFolder
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """Which test images `fmnist predict` answers for, and how."""
+
+    index: list[int] | None = param(
+        None, "Test image index (repeatable). Default 0.", flags=("--index", "-i"), multiple=True
+    )
+    top: int = param(3, "How many of the most likely classes to show.", min=1, max=len(CLASS_NAMES))
+    tta: bool | None = tta_param()
+    save_preprocessed: str | None = param(None, "Folder for the 28×28 PNG the model saw of each file.", path=True)
+    backend: str = param(
+        "auto",
+        "auto (ONNX Runtime if an up-to-date model.onnx is beside the model, else PyTorch), torch, onnx.",
+        choices=BACKENDS,
+    )
+    calibrate: bool = calibrate_param()
+    data_dir: str | None = data_dir_param()
+    verify: bool = verify_param()
 
 
 @dataclass
@@ -52,6 +73,7 @@ def _prediction(p: np.ndarray, k: int, **extra) -> Prediction:
     return Prediction(predicted=best, predicted_name=CLASS_NAMES[best], confidence=float(p[best]), top=top, **extra)
 
 
+@accepts_settings(PredictSettings, index="indices", top="top_k", save_preprocessed=None)
 def predict(
     run: str | os.PathLike | torch.nn.Module,
     indices: list[int] | None = None,
@@ -96,6 +118,7 @@ def _check_top_k(top_k: int) -> None:
         raise FmnistError(f"--top must be between 1 and {len(CLASS_NAMES)}, got {top_k}")
 
 
+@accepts_settings(PredictSettings, index=None, top="top_k", data_dir=None, verify=None)
 def predict_files(
     run: str | os.PathLike | torch.nn.Module,
     paths: list[str | os.PathLike],

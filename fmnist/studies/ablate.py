@@ -18,10 +18,41 @@ from typing import Any
 from fmnist.core.errors import FmnistError
 from fmnist.core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from fmnist.core.machine import describe
+from fmnist.core.schema import accepts_settings, data_dir_param, param, verify_param
 from fmnist.reporting.evaluate import evaluate
 from fmnist.reporting.plots import subplots, to_png
 from fmnist.training.config import TrainConfig
 from fmnist.training.trainer import train
+
+
+def parse_steps(text: str) -> list[int]:
+    """``"0-3,7"`` -> ``[0, 1, 2, 3, 7]``."""
+    chosen: list[int] = []
+    try:
+        for part in text.split(","):
+            a, _, b = part.partition("-")
+            chosen += list(range(int(a), int(b) + 1)) if b else [int(a)]
+    except ValueError:
+        raise FmnistError(f"--only {text!r}: use numbers, ranges and commas, e.g. 0-3,7") from None
+    return chosen
+
+
+@dataclass(frozen=True)
+class AblateSettings:
+    """How much each step of `fmnist ablate` trains, and which steps."""
+
+    # --budget and --steps until 2026-12: the budget counts epochs, and transfer-study's
+    # --steps counts optimizer steps.
+    epochs: int = param(
+        3, "Epochs per training run (more: slower, closer to converged).", min=1, formerly=("--budget",)
+    )
+    seeds: int = param(3, "Seeds per step; the table shows mean ± std.", min=1)
+    out: str = param("runs/ablation", "Folder for the runs, table and chart.", path=True)
+    only: list[int] | None = param(
+        None, "Only these steps, e.g. 0-3 or 7,8 (default: all).", parse=parse_steps, formerly=("--steps",)
+    )
+    data_dir: str | None = data_dir_param()
+    verify: bool = verify_param()
 
 
 @dataclass
@@ -85,6 +116,7 @@ def _steps() -> list[Step]:
 STEPS = _steps()
 
 
+@accepts_settings(AblateSettings, epochs="budget", only="steps")
 def ablate(
     budget: int = 3,
     seeds: int = 3,
@@ -92,16 +124,17 @@ def ablate(
     data_dir: str | None = None,
     steps: list[int] | None = None,
     log=print,
+    verify: bool = True,
 ) -> list[dict[str, Any]]:
     """Train every step (or the ``steps`` given by index) for ``budget`` epochs over
     ``seeds`` seeds; write ``ablation.md``, ``ablation.json`` and ``ablation.png`` to ``out``."""
     if budget <= 0 or seeds <= 0:
-        raise FmnistError("--budget and --seeds must be positive")
+        raise FmnistError("--epochs and --seeds must be positive")
     out = Path(out)
     chosen = range(len(STEPS)) if steps is None else steps
     for i in chosen:
         if not 0 <= i < len(STEPS):
-            raise FmnistError(f"--steps: no step {i}; there are {len(STEPS)} (0..{len(STEPS) - 1})")
+            raise FmnistError(f"--only: no step {i}; there are {len(STEPS)} (0..{len(STEPS) - 1})")
     rows: list[dict[str, Any]] = []
     previous: list[Path] = []
     for i in chosen:
@@ -118,28 +151,19 @@ def ablate(
                 cfg = TrainConfig(
                     **step.config, epochs=budget, seed=s, out=str(run_dir), overwrite=True, data_dir=data_dir
                 )
+                cfg.verify = verify
                 t0 = time.perf_counter()
                 run = train(cfg)
                 t = time.perf_counter() - t0
                 vals.append(run.best["val_accuracy"])
                 flops = run.info.flops_per_image
-            result = evaluate(run_dir, data_dir, tta=step.eval_only.get("tta"), write=False)
+            result = evaluate(run_dir, data_dir, tta=step.eval_only.get("tta"), write=False, verify=verify)
             tests.append(result.accuracy)
             times.append(t)
             runs.append(run_dir)
             if step.eval_only:
                 flops = result.info.flops_per_image * 2
-        row = {
-            "step": i,
-            "name": step.name,
-            "change": step.change,
-            "test_mean": statistics.mean(tests),
-            "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
-            "tests": tests,
-            "val_mean": statistics.mean(vals) if vals else rows[-1]["val_mean"] if rows else float("nan"),
-            "train_seconds": statistics.mean(times) if not step.eval_only else 0.0,
-            "flops_per_image": flops,
-        }
+        row = _row(i, step, tests, vals, times, flops, rows[-1] if rows else None)
         rows.append(row)
         previous = runs
         log(
@@ -148,6 +172,22 @@ def ablate(
         )
     write_results(rows, out, budget, seeds)
     return rows
+
+
+def _row(i: int, step: Step, tests, vals, times, flops, before: dict[str, Any] | None) -> dict[str, Any]:
+    """A step's line of the table: its mean ± std over the seeds (an evaluation-only step shows
+    the validation accuracy of the step ``before`` it, whose models it re-evaluates)."""
+    return {
+        "step": i,
+        "name": step.name,
+        "change": step.change,
+        "test_mean": statistics.mean(tests),
+        "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+        "tests": tests,
+        "val_mean": statistics.mean(vals) if vals else before["val_mean"] if before else float("nan"),
+        "train_seconds": statistics.mean(times) if not step.eval_only else 0.0,
+        "flops_per_image": flops,
+    }
 
 
 def markdown_table(rows: list[dict[str, Any]], budget: int, seeds: int) -> str:

@@ -31,6 +31,7 @@ import torch
 
 from fmnist.core.errors import FmnistError
 from fmnist.core.files import check_writable
+from fmnist.core.schema import data_dir_param, device_param, param, verify_param
 from fmnist.core.spec import CLASS_NAMES
 from fmnist.data import load_split
 from fmnist.reporting import html as h
@@ -40,33 +41,39 @@ from fmnist.runtime.modelfile import load_model, resolve_model_path
 from fmnist.runtime.runs import AUDIT_DIR, AUDIT_GRIDS, AUDIT_PAGE, AUDIT_TABLE, RunFolder
 from fmnist.training.config import TrainConfig
 from fmnist.training.data import fixed_split
-from fmnist.training.presets import preset_config
+from fmnist.training.presets import PRESETS, preset_config
 from fmnist.training.trainer import Callback, Trainer
 
 
 @dataclass
-class AuditOptions:
+class AuditSettings:
     """How the audit gets its out-of-sample probabilities."""
 
-    folds: int = 5  # K of the cross-validation over the training set
-    preset: str = "notebook"  # the recipe of each fold's model (a preset's values) ...
-    epochs: int = 2  # ... with this many epochs
-    batch_size: int = 256  # ... and this batch (the notebook's 32 is 4x slower per epoch on a CPU)
-    lr: float = 3e-3
-    seed: int = 0  # the folds' assignment and each fold model's training
-    grid: int = 40  # images per split in the grids and the page
-    data_dir: str | None = None
-    verify: bool = True
-    device: str = "auto"
-    overrides: dict[str, Any] = field(default_factory=dict)  # any other TrainConfig values
+    folds: int = param(5, "K of the cross-validation on the training set.", min=2, max=20, flags=("--folds", "-k"))
+    preset: str = param("notebook", "Recipe of each fold's model (a preset's values).", choices=tuple(PRESETS))
+    epochs: int = param(2, "Epochs per fold model (cheap: it only needs probabilities).", min=1)
+    # 256, not the notebook's 32: 4x faster per epoch on a CPU
+    batch_size: int = param(256, "Batch of the fold models.", min=1)
+    lr: float = param(3e-3, "Learning rate of the fold models.", min=0)
+    seed: int = param(0, "Seed of the fold assignment and the fold models.", min=0)
+    model: str | None = param(None, "Architecture of the fold models (default: the preset's).")
+    grid: int = param(40, "Suspects per split shown in the grids and the page.", min=1, max=200)
+    device: str = device_param()
+    data_dir: str | None = data_dir_param()
+    verify: bool = verify_param()
+    overrides: dict[str, Any] = param(factory=dict, cli=False)  # any other TrainConfig values
 
     def fold_config(self, out: Path) -> TrainConfig:
         values = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, **self.overrides}
+        values |= {"model": self.model, "model_args": {}} if self.model else {}
         values |= {"seed": self.seed, "val_size": 0, "early_stop": 0, "out": str(out), "overwrite": True}
         values |= {"data_dir": self.data_dir, "verify": self.verify, "device": self.device}
         config = preset_config(self.preset).merged(values)
         config.validate()
         return config
+
+
+AuditOptions = AuditSettings  # the name before the settings schema
 
 
 @dataclass
@@ -99,7 +106,7 @@ class AuditResult:
     sizes: dict[str, int]
     test_errors: int  # the run's model's mistakes on the test set
     test_errors_flagged: int  # of which on flagged test images
-    options: AuditOptions
+    options: AuditSettings
     written: list[Path] = field(default_factory=list)
 
 
@@ -149,7 +156,7 @@ class _Log(Callback):
 
 
 def cross_validated_probabilities(
-    labels: np.ndarray, images: np.ndarray, opts: AuditOptions, folder: Path, log: Callable[[str], None] = print
+    labels: np.ndarray, images: np.ndarray, opts: AuditSettings, folder: Path, log: Callable[[str], None] = print
 ) -> np.ndarray:
     """Out-of-sample probabilities for every training image: fold k's from a model trained
     on the other folds. Finished fold runs with the same recipe are reused."""
@@ -185,10 +192,10 @@ def _reusable(out: Path, config: TrainConfig) -> bool:
     return stored == config.to_dict()
 
 
-def audit(run: str | os.PathLike, opts: AuditOptions | None = None, log: Callable[[str], None] = print) -> AuditResult:
+def audit(run: str | os.PathLike, opts: AuditSettings | None = None, log: Callable[[str], None] = print) -> AuditResult:
     """Audit the labels of the training and test sets with a run's model (test) and K fold
     models (training); write the table, the grids and the page into the run folder."""
-    opts = opts or AuditOptions()
+    opts = opts or AuditSettings()
     model_path = resolve_model_path(run)
     folder = RunFolder(model_path.parent)
     folder.warn_if_unfinished()
@@ -292,6 +299,6 @@ def _split_html(r: AuditResult, split: str, pngs: dict[str, bytes], grid: int) -
     )
 
 
-def options_from(**values: Any) -> AuditOptions:
-    """AuditOptions from keyword values, None meaning the default."""
-    return dataclasses.replace(AuditOptions(), **{k: v for k, v in values.items() if v is not None})
+def options_from(**values: Any) -> AuditSettings:
+    """AuditSettings from keyword values, None meaning the default."""
+    return dataclasses.replace(AuditSettings(), **{k: v for k, v in values.items() if v is not None})

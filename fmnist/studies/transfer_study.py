@@ -30,28 +30,54 @@ import torch
 
 from fmnist.core.errors import FmnistError
 from fmnist.core.files import atomic_write_json, atomic_write_text
+from fmnist.core.schema import DataSettings, accepts_settings, param
 from fmnist.core.spec import CLASS_NAMES, FILES
 from fmnist.data import load_split
 from fmnist.data.idx import write_idx
 from fmnist.runtime.inference import probabilities
 from fmnist.runtime.modelfile import load_model
-from fmnist.training.config import TrainConfig
+from fmnist.training.config import TrainConfig, parse_model_args
 from fmnist.training.trainer import train
 
 SOURCE = (0, 1, 2, 3, 4)
 TARGET = (5, 6, 7, 8, 9)
 
 
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """``"10,100,1000"`` -> ``(10, 100, 1000)``."""
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise FmnistError(f"--sizes {text!r}: give whole numbers separated by commas, e.g. 10,100,1000") from None
+
+
 @dataclasses.dataclass
 class StudyPlan:
-    sizes: tuple[int, ...] = (10, 100, 1000)
-    seeds: int = 3
-    model: str = "cnn"
-    model_args: dict[str, Any] = dataclasses.field(default_factory=lambda: {"widths": [16, 32, 64]})
-    pretrain_epochs: int = 3
-    steps: int = 200  # optimizer steps per fine-tuning run, the same for every size
-    freeze: str = ""
-    lr: float = 1e-3
+    """What the transfer study trains: the sizes it compares, and each network's recipe."""
+
+    # at most 5,000 per class: the smallest class has 6,000 training images
+    sizes: tuple[int, ...] = param(
+        (10, 100, 1000), "Labelled images per target class, comma-separated.", parse=parse_sizes, min=1, max=5000
+    )
+    seeds: int = param(3, "Seeds per size; the table shows mean ± std.", min=1)
+    model: str = param("cnn", "Architecture for both the pretrained and the scratch networks.")
+    # None: the model's own defaults, but narrower for the cnn (16-32-64)
+    model_args: dict[str, Any] | None = param(
+        None,
+        "KEY=VALUE (default widths=16,32,64 for cnn).",
+        flags=("--model-arg",),
+        multiple=True,
+        metavar="KEY=VALUE",
+        parse=parse_model_args,
+    )
+    pretrain_epochs: int = param(3, "Epochs on the five source classes.", min=1)
+    steps: int = param(200, "Optimizer steps per fine-tuning run (the same for every size).", min=1)
+    freeze: str = param("", "Parts of the pretrained network kept fixed (see `fmnist train --help`).")
+    lr: float = param(1e-3, cli=False)
+
+    def __post_init__(self) -> None:
+        if self.model_args is None:
+            self.model_args = {"widths": [16, 32, 64]} if self.model == "cnn" else {}
 
 
 def _write_split(folder: Path, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> Path:
@@ -77,6 +103,7 @@ def _target_accuracy(run_dir: Path, images: np.ndarray, labels: np.ndarray) -> f
     return float((chosen == labels).mean())
 
 
+@accepts_settings(DataSettings)
 def run_study(
     out: str | Path,
     plan: StudyPlan = StudyPlan(),

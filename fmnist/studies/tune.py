@@ -17,8 +17,6 @@ same values.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import shutil
 import signal
 import time
@@ -33,131 +31,18 @@ import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from fmnist.core.errors import FmnistError, TrainingDiverged
+from fmnist.core.schema import data_dir_param, param, verify_param
+from fmnist.core.spec import VALIDATION_SIZE
 from fmnist.studies.tune_results import BEST_CONFIG, HISTORY_PNG, SUMMARY, fmt_value, trial_table, write_results
+from fmnist.studies.tune_space import SPACE, Dim, load_space, space_key
 from fmnist.studies.tune_storage import HEARTBEAT_SECONDS, Claims, claims_for, open_database, open_journal
-from fmnist.training.config import TrainConfig, load_config_file
+from fmnist.training.config import TrainConfig
 from fmnist.training.presets import preset_config
 from fmnist.training.trainer import Callback, Trainer, signal_handlers
 
 JOURNAL = "journal.log"
 SPACE_ATTR = "fmnist_space"
-
-
-@dataclass(frozen=True)
-class Dim:
-    """One searched setting: a number in [low, high] (``log``: sampled log-uniformly), one
-    of ``choices``, or a ``fixed`` value (a narrowed space may pin a setting)."""
-
-    kind: str  # "float", "int", "choice" or "fixed"
-    low: float | int | None = None
-    high: float | int | None = None
-    log: bool = False
-    choices: tuple = ()
-    fixed: Any = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["choices"] = list(self.choices)
-        return d
-
-
-# The search space, in one place. Every other setting is the `quick` recipe's (one-cycle
-# SGD with Nesterov momentum, flip TTA). ``resnet_width`` is asked only when the model is
-# the ResNet; its stages are width, 2×width and 4×width. ``epochs``'s upper end is the
-# per-trial budget (--epochs-per-trial) unless a space file narrows it.
-SPACE: dict[str, Dim] = {
-    "model": Dim("choice", choices=("seed", "resnet")),
-    "resnet_width": Dim("choice", choices=(16, 24, 32, 48)),
-    "lr": Dim("float", 0.01, 1.0, log=True),
-    "weight_decay": Dim("float", 1e-5, 5e-3, log=True),
-    "batch_size": Dim("choice", choices=(64, 128, 256, 512)),
-    "label_smoothing": Dim("float", 0.0, 0.2),
-    "translate": Dim("int", 0, 3),
-    "erase": Dim("float", 0.0, 0.5),
-    "flip": Dim("choice", choices=(False, True)),
-    "epochs": Dim("int", 1, None),
-}
-MODELS = ("seed", "resnet")
-
-
-def default_space(budget: int) -> dict[str, Dim]:
-    return {**SPACE, "epochs": dataclasses.replace(SPACE["epochs"], low=max(1, budget // 2), high=budget)}
-
-
-# --- the space file ------------------------------------------------------------------------
-
-
-def load_space(path: str | Path | None, budget: int, base: TrainConfig) -> dict[str, Dim]:
-    """:data:`SPACE` with the entries of a JSON or TOML file replacing the defaults by name:
-    ``lr = {low = 0.05, high = 0.5, log = true}``, ``model = {choices = ["resnet"]}`` or a
-    plain value to pin it (``flip = true``). Every bound is checked against the config schema."""
-    space = default_space(budget)
-    if path is None:
-        return space
-    src = f"--space {path}"
-    for name, entry in load_config_file(path).items():
-        if name not in SPACE:
-            raise FmnistError(f"{src}: unknown setting {name!r} (the space has: {', '.join(SPACE)})")
-        space[name] = _parse_dim(name, entry, SPACE[name], src)
-    for name, dim in space.items():
-        _check_dim(name, dim, budget, base, src)
-    return space
-
-
-def _parse_dim(name: str, entry: Any, default: Dim, src: str) -> Dim:
-    if not isinstance(entry, dict):
-        return Dim("fixed", fixed=entry)
-    unknown = set(entry) - {"low", "high", "log", "choices"}
-    if unknown:
-        raise FmnistError(f"{src}: {name!r} has unknown keys {sorted(unknown)} (use low/high/log or choices)")
-    if "choices" in entry:
-        choices = entry["choices"]
-        if not isinstance(choices, list) or not choices or len(entry) > 1:
-            raise FmnistError(f"{src}: {name!r}: choices must be a non-empty list, and alone")
-        return Dim("choice", choices=tuple(choices))
-    if default.kind not in ("float", "int"):
-        raise FmnistError(f"{src}: {name!r} is chosen from a list; give choices = [...]")
-    low, high = entry.get("low", default.low), entry.get("high", default.high)
-    log = entry.get("log", default.log)
-    if not isinstance(log, bool):
-        raise FmnistError(f"{src}: {name!r}: log must be true or false")
-    for v in (low, high):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise FmnistError(f"{src}: {name!r}: low and high must be numbers, got {v!r}")
-        if default.kind == "int" and not isinstance(v, int):
-            raise FmnistError(f"{src}: {name!r}: low and high must be integers, got {v!r}")
-    if low > high:
-        raise FmnistError(f"{src}: {name!r}: low {low} is above high {high}")
-    if log and low <= 0:
-        raise FmnistError(f"{src}: {name!r}: a log range needs low > 0, got {low}")
-    return Dim(default.kind, low, high, log)
-
-
-def _values(dim: Dim) -> list[Any]:
-    if dim.kind == "fixed":
-        return [dim.fixed]
-    if dim.kind == "choice":
-        return list(dim.choices)
-    return [dim.low, dim.high]
-
-
-def _check_dim(name: str, dim: Dim, budget: int, base: TrainConfig, src: str) -> None:
-    """Each extreme of the range (each choice) must make a valid training config."""
-    for value in _values(dim):
-        if name == "model":
-            if value not in MODELS:
-                raise FmnistError(f"{src}: 'model' may be {' or '.join(MODELS)}, got {value!r}")
-        elif name == "resnet_width":
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 512:
-                raise FmnistError(f"{src}: 'resnet_width' must be whole numbers from 1 to 512, got {value!r}")
-        elif name == "epochs" and isinstance(value, int) and value > budget:
-            raise FmnistError(f"{src}: 'epochs' {value} is above the budget (--epochs-per-trial {budget})")
-        else:
-            base.merged({name: value}, src).validate(src)
-
-
-def space_key(space: dict[str, Dim]) -> str:
-    return json.dumps({k: v.to_dict() for k, v in space.items()}, sort_keys=True)
+PRUNERS = ("median", "halving", "none")
 
 
 # --- one trial ---------------------------------------------------------------------------------
@@ -290,29 +175,43 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
 
 
 @dataclass
-class TuneOptions:
-    study: str
-    storage: str | None = None
-    trials: int = 20
-    timeout: float | None = None
-    epochs_per_trial: int = 3
-    subset: int = 0
-    space_file: str | None = None
-    out: str | None = None
-    seed: int = 0
-    pruner: str = "median"
-    data_dir: str | None = None
-    verify: bool = True
-    threads: int = 0
-    val_size: int = 5000
-    heartbeat: int = HEARTBEAT_SECONDS
+class TuneSettings:
+    """What `fmnist tune` searches, for how long, and where it keeps the study."""
+
+    study: str = param(help="Study name; run the same command again (or on more workers) to continue it.")
+    storage: str | None = param(
+        None, "SQLAlchemy URL, e.g. postgresql://USER:PASS@HOST/DB (default: a journal file in --out)."
+    )
+    trials: int = param(20, "Trials in the whole study (over all workers and runs).", min=1)
+    timeout: float | None = param(None, "Start no new trial after this many seconds.", min=0)
+    # Called --budget until 2026-12: a budget sounded like time, but it counts epochs.
+    epochs_per_trial: int = param(3, "Most epochs one trial trains.", min=1, formerly=("--budget",))
+    subset: int = param(0, "Train each trial on this many images (0: all).", min=0)
+    space_file: str | None = param(
+        None, "JSON or TOML file narrowing or widening the search space.", flags=("--space",), path=True
+    )
+    out: str | None = param(None, "Study folder (default tunes/STUDY).", path=True)
+    seed: int = param(0, "Seed of the sampler and of every trial's training.", min=0)
+    pruner: str = param("median", "median, halving (successive halving) or none.", choices=PRUNERS)
+    threads: int = param(0, "PyTorch CPU threads per worker (0: default).", min=0)
+    val_size: int = param(VALIDATION_SIZE, "Training images held out to score each trial.", min=1)
+    data_dir: str | None = data_dir_param()
+    verify: bool = verify_param()
+    heartbeat: int = param(
+        HEARTBEAT_SECONDS,
+        "With --storage: seconds between a worker's heartbeats; a trial silent for 4 is re-run elsewhere.",
+        min=1,
+    )
 
     @property
     def folder(self) -> Path:
         return Path(self.out) if self.out else Path("tunes") / self.study
 
 
-def base_config(opts: TuneOptions) -> TrainConfig:
+TuneOptions = TuneSettings  # the name before the settings schema
+
+
+def base_config(opts: TuneSettings) -> TrainConfig:
     """What every trial shares: the `quick` recipe on the training split (never the test set)."""
     if opts.epochs_per_trial < 1:
         raise FmnistError(f"--epochs-per-trial must be >= 1, got {opts.epochs_per_trial}")
@@ -352,7 +251,7 @@ def _sampler_seed(seed: int, number: int) -> int:
     return int(np.random.SeedSequence([seed, number]).generate_state(1, np.uint32)[0])
 
 
-def tune(opts: TuneOptions, log: Callable[[str], None] = print) -> optuna.Study:
+def tune(opts: TuneSettings, log: Callable[[str], None] = print) -> optuna.Study:
     """Run trials until the study holds ``opts.trials`` of them or ``opts.timeout`` seconds
     have passed; then write the best config, the summary and the history plot."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial instead

@@ -1,7 +1,7 @@
-"""The one training configuration schema. Every :class:`TrainConfig` field carries its help
-text and its allowed values; the ``fmnist train`` options are generated from it, a JSON or
-TOML file is read through it, and one :meth:`TrainConfig.validate` checks any of them
-before anything on disk changes.
+"""The training configuration. Every :class:`TrainConfig` field is a setting of the one schema
+(:mod:`fmnist.core.schema`), with its help text and its allowed values: the ``fmnist train``
+options are generated from it, a JSON or TOML file is read through it, and one
+:meth:`TrainConfig.validate` checks any of them before anything on disk changes.
 """
 
 from __future__ import annotations
@@ -11,14 +11,16 @@ import json
 import math
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from fmnist.core.errors import FmnistError
-from fmnist.models import available, build_model, count_params
+from fmnist.core.schema import check, data_dir_param, device_param, param, problem, updated, verify_param
+from fmnist.core.spec import VALIDATION_SIZE
+from fmnist.models import available, build_model, canonical_name, count_params
 from fmnist.runtime.inference import EVAL_BATCH, resolve_device
 from fmnist.runtime.runfiles import CONFIG_REMEDY
 from fmnist.runtime.runs import CONFIG, RunFolder
@@ -28,15 +30,6 @@ from fmnist.training.transfer import frozen_prefixes
 # Keys a run's config.json carries beside the settings; reading it as a config skips them.
 RUN_FILE_KEYS = ("format", "resolved")
 MAX_SEED = 2**31 - 1
-
-
-def param(default: Any = None, help: str = "", *, factory=None, cli: bool = True, **rules: Any):
-    """A config field: ``help`` for --help; ``rules``: ``choices``, ``min``, ``max``,
-    ``above`` (exclusive minimum), ``below`` (exclusive maximum)."""
-    meta = {"help": help, "cli": cli, **rules}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -50,11 +43,16 @@ class TrainConfig:
         help="Architecture arguments as KEY=VALUE, repeatable, e.g. --model-arg widths=48,96,192 --model-arg stem=16 "
         "(see `fmnist model list`).",
         factory=dict,
+        flags=("--model-arg",),
+        multiple=True,
+        metavar="KEY=VALUE",
+        parse=lambda items: parse_model_args(items),
     )
     # transfer learning
     init_from: str | None = param(
         None,
-        "Start from these weights: an fmnist run or model file of the same architecture, or (with --model "
+        path=True,
+        help="Start from these weights: an fmnist run or model file of the same architecture, or (with --model "
         "resnet18) a ResNet-18 checkpoint in torchvision/timm layout (.safetensors, or .pth read tensors-only).",
     )
     reset_head: bool = param(False, "With --init-from: a new head even when the old one fits (other classes).")
@@ -101,16 +99,14 @@ class TrainConfig:
         cli=False,
     )
     # data
-    val_size: int = param(5000, "Training images held out (stratified) to choose the best epoch.", min=0)
+    val_size: int = param(VALIDATION_SIZE, "Training images held out (stratified) to choose the best epoch.", min=0)
     split_seed: int = param(0, "Seed of the validation split.", min=0, max=MAX_SEED)
     subset: int = param(0, "Train on only this many images (smoke runs); 0 = all.", min=0)
-    data_dir: str | None = param(
-        None, "Folder with the four files (default: $FMNIST_DATA_DIR, cache, Debian's, download)."
-    )
-    verify: bool = param(True, "Check the SHA-256 of the data (--no-verify ONLY for custom IDX data sets).")
+    data_dir: str | None = data_dir_param()
+    verify: bool = verify_param()
     # machinery
     seed: int = param(0, "Random seed (same seed, same machine, same thread count: same result).", min=0, max=MAX_SEED)
-    device: str = param("auto", "auto, cpu, cuda, cuda:N or mps.")
+    device: str = device_param()
     precision: str = param("auto", "auto (bf16 where it is fast), fp32 or bf16.", choices=("auto", "fp32", "bf16"))
     channels_last: bool = param(True, "Channels-last memory format (faster convolutions on CPU and GPU).")
     compile: bool = param(False, "torch.compile the model (pays off only for long GPU runs).")
@@ -119,11 +115,17 @@ class TrainConfig:
     save_every: int = param(
         1, "Write the resume state every N epochs (0: only when stopped by Ctrl-C or SIGTERM).", min=0
     )
-    out: str | None = param(None, "Run folder (default runs/<model>-<timestamp>).")
+    out: str | None = param(None, "Run folder (default runs/<model>-<timestamp>).", path=True)
     overwrite: bool = param(False, "Replace a run already in --out (only the files fmnist wrote).")
     preset: str | None = param(
         None, "Start from a named recipe; its values are recorded as the run's preset (see --show-config).", cli=False
     )
+
+    def __post_init__(self) -> None:
+        # A renamed model's old name (in an old config.json, a --config file, --model) still
+        # works, with a note; the run records the new name.
+        if isinstance(self.model, str):
+            self.model = canonical_name(self.model)
 
     # --- reading ------------------------------------------------------------------------
 
@@ -140,27 +142,21 @@ class TrainConfig:
         """A copy with ``overrides`` applied (None values are ignored; ``model_args`` are
         merged key by key, so ``--model-arg stem=32`` keeps a preset's widths; a different
         ``model`` without ``model_args`` starts from that model's defaults)."""
-        values = self.to_dict()
-        if overrides.get("model") not in (None, self.model) and overrides.get("model_args") is None:
-            values["model_args"] = {}
-        fields_ = {f.name: f for f in dataclasses.fields(TrainConfig)}
-        for key, value in overrides.items():
-            if value is None or key in RUN_FILE_KEYS:
-                continue
-            if key not in fields_:
-                raise _problem(key, f"is not a setting (settings: {', '.join(fields_)})", source, unknown=True)
-            value = _typed(key, value, fields_[key].type, source)
-            values[key] = {**values["model_args"], **value} if key == "model_args" else value
-        return TrainConfig(**values)
+        base = TrainConfig(**self.to_dict())  # a deep copy: the two share no dict or list
+        model, values = overrides.get("model"), dict(overrides)
+        other_model = isinstance(model, str) and canonical_name(model, note=False) != self.model
+        if other_model and values.get("model_args") is None:
+            base.model_args = {}
+        if isinstance(values.get("model_args"), dict):
+            values["model_args"] = {**base.model_args, **values["model_args"]}
+        return updated(base, values, source, ignore=RUN_FILE_KEYS)
 
     # --- checking -----------------------------------------------------------------------
 
     def validate(self, source: str | None = None) -> None:
         """Every check that needs no data: types, ranges, finiteness, choices, the device,
         and the model (built on PyTorch's ``meta`` device, so no memory is spent)."""
-        for f in dataclasses.fields(self):
-            value = _typed(f.name, getattr(self, f.name), f.type, source)
-            _check_rules(f.name, value, f.metadata, source)
+        check(self, source)
         resolve_device(self.device)
         if self.time_budget is not None:
             parse_duration(self.time_budget)
@@ -178,21 +174,21 @@ def check_model(name: str, args: dict[str, Any], batch_size: int = 1, source: st
     """Build the model on the meta device (no memory) to check its arguments; refuse one whose
     weights alone would not fit in this machine's memory. Returns its parameter count."""
     if not _finite(args):
-        raise _problem("model_args", f"for model {name!r} must be finite numbers, got {args}", source)
+        raise problem("model_args", f"for model {name!r} must be finite numbers, got {args}", source)
     try:
         with torch.device("meta"):
             model = build_model(name, **args)
     except FmnistError as e:
-        raise _problem("model_args", f"do not fit model {name!r}: {e}", source) from None
+        raise problem("model_args", f"do not fit model {name!r}: {e}", source) from None
     except (ValueError, RuntimeError, TypeError, OverflowError) as e:
         text = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise _problem("model_args", f"do not fit model {name!r}: {text}", source) from None
+        raise problem("model_args", f"do not fit model {name!r}: {text}", source) from None
     params = count_params(model)
     # weights, gradients, two optimizer moments and an EMA copy: five float32 copies
     need = 5 * 4 * params
     have = _memory_bytes()
     if have and need > have:
-        raise _problem(
+        raise problem(
             "model_args",
             f"make a model of {params:,} parameters, which needs about {need / 2**30:.1f} GiB to train; "
             f"this machine has {have / 2**30:.1f} GiB",
@@ -240,71 +236,6 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     return values
 
 
-# --- helpers -------------------------------------------------------------------------------
-
-
-def _problem(key: str, text: str, source: str | None, unknown: bool = False) -> FmnistError:
-    if source:
-        return FmnistError(f"{source}: {'unknown key' if unknown else 'key'} {key!r} {text}")
-    return FmnistError(f"--{key.replace('_', '-')} {text}" if not unknown else f"unknown setting {key!r}; {text}")
-
-
-def _typed(key: str, value: Any, annotation: str, source: str | None) -> Any:
-    """``value`` checked against the field's type (floats accept integers; nothing else is
-    converted: a bool is not a number, a string is not a number)."""
-    kinds = [a.strip().split("[")[0] for a in str(annotation).split("|")]
-    if value is None and "None" in kinds:
-        return None
-    kind = kinds[0]
-    if kind == "bool" and isinstance(value, bool):
-        return value
-    if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise _problem(key, f"must be a finite number, got {value}", source)
-        return float(value)
-    if kind == "str" and isinstance(value, str):
-        return value
-    if kind == "dict" and isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        return value
-    names = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string", "dict": "a table"}
-    raise _problem(key, f"must be {names.get(kind, kind)}, got {value!r}", source)
-
-
-def _check_rules(key: str, value: Any, rules: dict[str, Any], source: str | None) -> None:
-    if value is None:
-        return
-    choices = rules.get("choices")
-    if choices and value not in choices:
-        raise _problem(key, f"must be one of {', '.join(choices)}, got {value!r}", source)
-    if "min" in rules and value < rules["min"]:
-        raise _problem(key, f"must be >= {rules['min']}, got {value}", source)
-    if "max" in rules and value > rules["max"]:
-        raise _problem(key, f"must be <= {rules['max']}, got {value}", source)
-    if "above" in rules and not value > rules["above"]:
-        raise _problem(key, f"must be > {rules['above']}, got {value}", source)
-    if "below" in rules and not value < rules["below"]:
-        raise _problem(key, f"must be < {rules['below']}, got {value}", source)
-
-
-def describe_rules(f: dataclasses.Field) -> str:
-    """The allowed values of a field in words, for --help."""
-    r = f.metadata
-    parts = []
-    if r.get("choices"):
-        parts.append("one of " + ", ".join(r["choices"]))
-    lo = f">= {r['min']}" if "min" in r else f"> {r['above']}" if "above" in r else ""
-    hi = f"<= {r['max']}" if "max" in r else f"< {r['below']}" if "below" in r else ""
-    if lo or hi:
-        parts.append(" and ".join(p for p in (lo, hi) if p))
-    return f" [{'; '.join(parts)}]" if parts else ""
-
-
-def cli_fields() -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("cli", True)]
-
-
 def parse_model_args(items: list[str]) -> dict[str, Any]:
     """``["widths=48,96,192", "stem=16"]`` -> ``{"widths": [48, 96, 192], "stem": 16}``.
     A value is JSON if it parses as JSON, a list if it has commas, a string otherwise."""
@@ -336,8 +267,7 @@ def read_run_config(folder: RunFolder) -> dict[str, Any]:
     values = folder.read_config()
     try:
         config = TrainConfig.from_mapping({k: v for k, v in values.items() if k not in RUN_FILE_KEYS}, str(path))
-        for f in dataclasses.fields(config):
-            _check_rules(f.name, getattr(config, f.name), f.metadata, str(path))
+        check(config, str(path))
     except FmnistError as e:
         raise FmnistError(f"{e}; {CONFIG_REMEDY}") from None
     return values

@@ -37,7 +37,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # for more steps, weight decay 1e-3, and no translations: in 3 epochs they cost accuracy.
     "sprint": {
         **_FAST,
-        "model": "fast",
+        "model": "poolfirst",
         "model_args": {"widths": [48, 96], "stem": "whiten"},
         "epochs": 3,
         "batch_size": 128,

@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from fmnist.core.errors import FmnistError
+from fmnist.models import canonical_name
 from fmnist.runtime.modelfile import ModelFileError, load_model, read_model_info, resolve_model_path
 
 PRETRAINED_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
@@ -131,7 +132,8 @@ def initialise(
         model_path = path
     if fmnist_file:
         src, info = load_model(model_path)
-        if info.model != model_name or info.model_args != model_args:
+        # canonical: a file from before a model's rename still fits a run under the new name
+        if canonical_name(info.model, note=False) != model_name or info.model_args != model_args:
             raise FmnistError(
                 f"--init-from {model_path}: a {info.model} {info.model_args or ''} model, but this run trains "
                 f"{model_name} {model_args or ''}; use the same --model and --model-arg values"

@@ -1,0 +1,122 @@
+"""Typer options generated from the settings schema (:mod:`fmnist.core.schema`).
+
+A command takes its settings as one parameter, ``settings``, and :func:`with_settings`
+replaces it with one option per field of the settings' dataclass: names, help, allowed values
+and defaults all come from the dataclass, so they are written once, beside the code that uses
+them. The command's other parameters (its arguments, --json, --list) are ordinary Typer ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+import typing
+from collections.abc import Callable
+from typing import Any, Optional
+
+import typer
+
+from fmnist.core.schema import CliOption, check, cli_options
+
+
+def app(help: str | None = None) -> typer.Typer:
+    """A Typer app as every fmnist command group is built: plain help (no Rich markup), no
+    pretty tracebacks (main() turns errors into one line), no completion options."""
+    return typer.Typer(
+        help=help,
+        no_args_is_help=help is not None,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        add_completion=False,
+    )
+
+
+def with_settings(
+    settings_class: type, *, name: str = "settings", exclude: tuple[str, ...] = (), given_only: bool = False
+):
+    """Decorate a Typer command whose parameter ``name`` is replaced, in place, by the
+    options of ``settings_class``'s fields (except ``exclude``). The command is called with
+    ``name=settings_class(...)`` of the values given, checked against the schema's rules;
+    with ``given_only``, with the dict of the values given instead (``fmnist train`` lays
+    them over a preset and a config file)."""
+    options = [o for o in cli_options(settings_class) if o.name not in exclude]
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        hints = typing.get_type_hints(fn)
+        # all keyword-only: Typer passes every value by name, and the order is the one of --help
+        own = [
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(p.name, p.annotation))
+            for p in inspect.signature(fn).parameters.values()
+        ]
+        params: list[inspect.Parameter] = []
+        for p in own:
+            params += [*map(_parameter, options), *_old_spellings(options)] if p.name == name else [p]
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            given = _given(options, kwargs)
+            settings = given if given_only else check(settings_class(**given))
+            return fn(**kwargs, **{name: settings})
+
+        del command.__wrapped__  # Typer must read the signature below, not fn's
+        command.__signature__ = inspect.Signature(params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
+
+
+def _parameter(o: CliOption) -> inspect.Parameter:
+    kind: Any = list[o.type] if o.multiple else o.type
+    option = typer.Option(... if o.required else None, *o.decls, help=o.help, metavar=o.metavar, show_default=False)
+    annotation = kind if o.required else Optional[kind]
+    return inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+
+
+def _old_spellings(options: list[CliOption]) -> list[inspect.Parameter]:
+    """A hidden option for each old name of a renamed option: it still works, with a note."""
+    params = []
+    for o in options:
+        for old in o.formerly:
+            kind: Any = list[o.type] if o.multiple else o.type
+            option = typer.Option(None, old, hidden=True)
+            params.append(
+                inspect.Parameter(
+                    _old_name(old), inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind]
+                )
+            )
+    return params
+
+
+def _old_name(flag: str) -> str:
+    return "formerly_" + flag.lstrip("-").replace("-", "_")
+
+
+def _given(options: list[CliOption], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The settings given on the command line (popped from ``kwargs``), by field name."""
+    given = {}
+    for o in options:
+        value = o.value(kwargs.pop(o.name))
+        for old in o.formerly:
+            old_value = o.value(kwargs.pop(_old_name(old)))
+            if old_value is not None:
+                new = o.decls[0].split("/")[0]
+                print(f"warning: {old} is deprecated, use {new} (the same setting)", file=sys.stderr)
+                value = old_value if value is None else value
+        if value is not None:
+            given[o.name] = value
+    return given
+
+
+# --- options that are not settings: what to print, and the run an evaluation reads --------------
+
+RUN_HELP = "Run folder or model file."
+
+
+def run_argument(help: str = RUN_HELP) -> Any:
+    return typer.Argument(..., help=help)
+
+
+def json_option(help: str = "Print JSON.") -> Any:
+    return typer.Option(False, "--json", help=help)
