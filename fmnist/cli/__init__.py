@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 from typer import Abort
 
+from fmnist.cli_runs import app as runs_app
 from fmnist.core.console import make_console
 from fmnist.core.errors import FmnistError
 from fmnist.core.files import dumps
@@ -35,6 +36,7 @@ data_app = typer.Typer(help="Locate, verify, describe and draw the data set.", n
 model_app = typer.Typer(help="The model architectures.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
+app.add_typer(runs_app, name="runs")
 out = make_console()
 
 DataDir = typer.Option(
