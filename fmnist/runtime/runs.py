@@ -51,6 +51,8 @@ AUDIT_TABLE = "label_audit.csv"
 AUDIT_PAGE = "label_audit.html"
 AUDIT_GRIDS = {"train": "label_audit_train.png", "test": "label_audit_test.png"}
 AUDIT_DIR = "audit"
+# fmnist train --tensorboard: a folder of TensorBoard event files (fmnist.tracking writes it).
+TENSORBOARD = "tensorboard"
 # Written later by evaluate, export, report and audit from the trained model: stale once it is retrained.
 DERIVED_FILES = (
     TEST_METRICS,

@@ -36,6 +36,7 @@ from optuna.trial import TrialState
 
 from fmnist.core.errors import FmnistError, TrainingDiverged
 from fmnist.studies.tune_results import BEST_CONFIG, HISTORY_PNG, SUMMARY, fmt_value, trial_table, write_results
+from fmnist.tracking import StudyTracking
 from fmnist.training.config import TrainConfig, load_config_file
 from fmnist.training.presets import preset_config
 from fmnist.training.trainer import Callback, Trainer, signal_handlers
@@ -315,6 +316,8 @@ class TuneOptions:
     verify: bool = True
     threads: int = 0
     val_size: int = 5000
+    tensorboard: bool = False  # one TensorBoard event folder per trial, in STUDY/tensorboard/
+    mlflow: str | None = None  # an MLflow store: one nested run per trial (fmnist.tracking)
 
     @property
     def folder(self) -> Path:
@@ -369,8 +372,10 @@ def tune(opts: TuneOptions, log: Callable[[str], None] = print) -> optuna.Study:
     space = load_space(opts.space_file, opts.epochs_per_trial, base)
     make_pruner(opts.pruner)  # a wrong name is refused before anything is written
     folder = opts.folder
+    tracking = StudyTracking(folder, opts.study, opts.tensorboard, opts.mlflow, stopped=(optuna.TrialPruned,))
     storage = open_storage(opts.storage, folder)
     study = open_study(opts.study, storage, space, opts.seed, opts.pruner)
+    tracking.start({"trials": opts.trials, "epochs_per_trial": opts.epochs_per_trial, "pruner": opts.pruner})
     stop = _StopRequest(log)
     start = time.monotonic()
     interrupted = False
@@ -383,9 +388,13 @@ def tune(opts: TuneOptions, log: Callable[[str], None] = print) -> optuna.Study:
                 counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
                 if len(study.get_trials(deepcopy=False, states=counted)) >= opts.trials:
                     break
-                run_trial(study, space, base, folder, opts.seed, log)
+                run_trial(study, space, base, folder, opts.seed, log, tracking)
         except KeyboardInterrupt:
             interrupted = True
+        except BaseException:
+            tracking.close("FAILED")
+            raise
+    tracking.close("KILLED" if interrupted or stop.requested else "FINISHED")
     if any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         write_results(study, folder)
         log(f"wrote {folder / BEST_CONFIG}, {folder / SUMMARY} and {folder / HISTORY_PNG}")
@@ -396,7 +405,7 @@ def tune(opts: TuneOptions, log: Callable[[str], None] = print) -> optuna.Study:
     return study
 
 
-def run_trial(study: optuna.Study, space, base: TrainConfig, folder: Path, seed: int, log) -> None:
+def run_trial(study: optuna.Study, space, base: TrainConfig, folder: Path, seed: int, log, tracking=None) -> None:
     trial = study.ask()
     # The trial's number is unique in the study (over all workers): seed from it.
     study.sampler = optuna.samplers.TPESampler(seed=_sampler_seed(seed, trial.number))
@@ -406,7 +415,8 @@ def run_trial(study: optuna.Study, space, base: TrainConfig, folder: Path, seed:
     trial.set_user_attr("config", settings_of(cfg))
     t0 = time.perf_counter()
     try:
-        run = _TrialTrainer(cfg, [ReportToOptuna(trial, cfg.epochs)]).run()
+        with (tracking or StudyTracking(folder, "")).trial(trial.number) as trackers:
+            run = _TrialTrainer(cfg, [*trackers, ReportToOptuna(trial, cfg.epochs)]).run()
     except (optuna.TrialPruned, TrainingDiverged) as e:
         # A recipe that diverges is a (bad) result of the search, not a reason to stop it:
         # pruned, so it counts as a trial and TPE ranks it below every completed one.
