@@ -59,7 +59,10 @@ class TensorBoardLogger(Tracker):
         # A resumed run may repeat epochs it logged after its last saved state: TensorBoard
         # drops what an earlier file says from purge_step on.
         purge = start_epoch if start_epoch > 1 else None
-        self.writer = self.writer_class(logdir=str(logdir), purge_step=purge, flush_secs=30)
+        # Event files are named by the second they were opened in: a run resumed within the
+        # same second would overwrite the interrupted session's file without this suffix.
+        suffix = f".from-epoch-{start_epoch}"
+        self.writer = self.writer_class(logdir=str(logdir), purge_step=purge, flush_secs=30, filename_suffix=suffix)
         self.images_per_epoch = 0
         self.batch = min(config.batch_size, info.train_images or config.batch_size)
 
@@ -153,7 +156,7 @@ def log_evaluation(run_dir: str | Path) -> Path | None:
         return None
     summary = folder.read_summary() if folder.status == "finished" else {}
     step = int(summary.get("epochs_run") or 0)
-    writer = summary_writer_class()(logdir=str(logdir))
+    writer = summary_writer_class()(logdir=str(logdir), filename_suffix=".evaluation")
     try:
         write_test_metrics(writer, test, step)
     finally:
