@@ -125,8 +125,9 @@ def test_resume_and_overwrite_keep_one_curve(synthetic_dir, tmp_path):
 
 
 def test_a_missing_extra_is_one_line_saying_how_to_install_it(monkeypatch, tmp_path, synthetic_dir):
-    monkeypatch.setitem(sys.modules, "tensorboardX", None)
-    monkeypatch.setitem(sys.modules, "mlflow", None)
+    # The submodules too: another test in this process may have imported them already.
+    for name in ("tensorboardX", "mlflow", "mlflow.tracking"):
+        monkeypatch.setitem(sys.modules, name, None)
     for field, value in (("tensorboard", True), ("mlflow", "default")):
         config = synthetic_config(synthetic_dir, tmp_path / "run", **{field: value})
         with pytest.raises(FmnistError, match=r"needs (tensorboardX|mlflow): pip install 'fmnist\[track\]'"):
