@@ -125,6 +125,7 @@ def test_resume_and_overwrite_keep_one_curve(synthetic_dir, tmp_path):
 
 
 def test_a_missing_extra_is_one_line_saying_how_to_install_it(monkeypatch, tmp_path, synthetic_dir):
+    monkeypatch.chdir(tmp_path)  # were MLflow found after all, its default store would land here
     # The submodules too: another test in this process may have imported them already.
     for name in ("tensorboardX", "mlflow", "mlflow.tracking"):
         monkeypatch.setitem(sys.modules, name, None)
