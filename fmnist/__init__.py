@@ -27,8 +27,8 @@ _LAZY = {
     "load_model": "fmnist.runtime.modelfile",
     "load_split": "fmnist.data",
     "predict": "fmnist.runtime.predict",
-    "resume": "fmnist.training.trainer",
-    "train": "fmnist.training.trainer",
+    "resume": "fmnist.tracking",
+    "train": "fmnist.tracking",
     "validation_split": "fmnist.data",
 }
 
@@ -56,8 +56,8 @@ if TYPE_CHECKING:
     from fmnist.reporting.evaluate import calibrate, evaluate
     from fmnist.runtime.modelfile import ModelInfo, load_model
     from fmnist.runtime.predict import predict
+    from fmnist.tracking import resume, train
     from fmnist.training.config import TrainConfig
-    from fmnist.training.trainer import resume, train
 
 
 def __getattr__(name: str) -> Any:

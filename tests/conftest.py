@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from postgres import debian_postgres_version, throwaway_cluster
 
 from fmnist.data import sources as fsources
 from fmnist.data.idx import encode_idx
@@ -132,6 +133,23 @@ def smoke_run(tmp_path_factory) -> Path:
     finally:
         mp.undo()
     return out
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """$FMNIST_TEST_POSTGRES, else a throwaway cluster; in CI a missing server is a failure.
+    Shared by the modules that need one (fmnist tune's storage, MLflow's store): one cluster per process."""
+    url = os.environ.get("FMNIST_TEST_POSTGRES")
+    if url:
+        yield url
+        return
+    version = debian_postgres_version()
+    if version is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI: no PostgreSQL (set FMNIST_TEST_POSTGRES or run as root with Debian's postgresql)")
+        pytest.skip("no PostgreSQL: set FMNIST_TEST_POSTGRES or run as root with Debian's postgresql installed")
+    with throwaway_cluster(version) as url:
+        yield url
 
 
 def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:

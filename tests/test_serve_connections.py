@@ -171,7 +171,7 @@ def test_the_bounds_are_serve_options_with_their_defaults(monkeypatch, capsys):
     assert code == 0
     text = " ".join(out.split())
     for flag, default in (("--timeout-header", 10), ("--timeout-keep-alive", 5), ("--limit-concurrency", 512)):
-        assert flag in text and f"[default: {default}]" in text.split(flag, 1)[1][:400], flag
+        assert flag in text and f"(default: {default})" in text.split(flag, 1)[1][:400], flag
 
 
 @pytest.mark.parametrize(

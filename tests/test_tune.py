@@ -15,7 +15,6 @@ import optuna
 import pytest
 from conftest import run_cli
 from optuna.trial import TrialState
-from postgres import debian_postgres_version, throwaway_cluster
 
 from fmnist.core.errors import TrainingDiverged
 from fmnist.studies import tune as ftune
@@ -24,22 +23,6 @@ from fmnist.training.config import TrainConfig
 from fmnist.training.trainer import Trainer
 
 SEED_ONLY = {"model": {"choices": ["seed"]}, "batch_size": {"choices": [128, 256]}}
-
-
-@pytest.fixture(scope="session")
-def pg_url():
-    """$FMNIST_TEST_POSTGRES, else a throwaway cluster; in CI a missing server is a failure."""
-    url = os.environ.get("FMNIST_TEST_POSTGRES")
-    if url:
-        yield url
-        return
-    version = debian_postgres_version()
-    if version is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI: no PostgreSQL (set FMNIST_TEST_POSTGRES or run as root with Debian's postgresql)")
-        pytest.skip("no PostgreSQL: set FMNIST_TEST_POSTGRES or run as root with Debian's postgresql installed")
-    with throwaway_cluster(version) as url:
-        yield url
 
 
 def space_file(tmp_path: Path, name: str = "space.json", **entries) -> Path:

@@ -18,7 +18,7 @@ import sqlalchemy
 from conftest import run_cli
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
-from test_tune import pg_url, space_file, tune_args  # noqa: F401 (pg_url: the fixture)
+from test_tune import space_file, tune_args
 
 from fmnist.studies import tune as ftune
 from fmnist.studies import tune_storage as fstore

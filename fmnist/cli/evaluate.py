@@ -4,10 +4,18 @@ never trained on (the test set; the validation split for the temperature)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from rich.table import Table
 
-from fmnist.cli.options import json_option, run_argument, with_settings
+from fmnist.cli.options import (
+    json_option,
+    model_source,
+    optional_run_argument,
+    pretrained_option,
+    run_argument,
+    with_settings,
+)
 from fmnist.cli.output import out, pct, save_or_explain
 from fmnist.core.files import dumps
 from fmnist.core.spec import CLASS_NAMES
@@ -23,23 +31,28 @@ from fmnist.reporting.evaluate import evaluate as evaluate_run
 from fmnist.reporting.report import write_report
 from fmnist.runtime.calibration import expected_calibration_error
 from fmnist.runtime.inference import softmax
+from fmnist.runtime.pretrained import describe_card, pretrained_card
 
 
 @with_settings(EvaluateSettings)
 def evaluate(
-    run: Path = run_argument(),
+    run: Optional[Path] = optional_run_argument(),
     as_json: bool = json_option("Print the metrics as JSON."),
+    pretrained: bool = pretrained_option(),
     *,
     settings: EvaluateSettings,
 ):
     """Test-set accuracy and loss, per-class precision/recall/F1, the confusion matrix, and
     the expected calibration error (ECE) before and after temperature scaling."""
     # Compute, show, then save: a read-only run folder or a full disk still shows the results.
-    r = evaluate_run(run, write=False, settings=settings)
-    folder = run if run.is_dir() else run.parent
+    source = model_source(run, pretrained)
+    r = evaluate_run(source, write=False, settings=settings)
+    folder = source if source.is_dir() else source.parent
+    # The packaged model's folder is the installed package: nothing is written there.
+    save = (lambda: None) if pretrained else (lambda: save_or_explain(lambda: save_evaluation(folder, r)))
     if as_json:
         print(dumps(r.to_dict()))
-        save_or_explain(lambda: save_evaluation(folder, r))
+        save()
         return
     d = r.to_dict()
     out.print(
@@ -49,6 +62,9 @@ def evaluate(
     out.print(calibration_line(r))
     out.print(per_class_table(r))
     out.print(confusion_table(r))
+    if pretrained:
+        out.print(describe_card(pretrained_card()))
+        return
     written = save_or_explain(lambda: save_evaluation(folder, r))
     out.print(f"wrote {written[0]} and {written[1]}")
 

@@ -97,6 +97,10 @@ COMMANDS: dict[str, Entry] = {
         "A REST API and a web page for the model (FastAPI on Uvicorn): open http://HOST:PORT/ for the page, "
         "/docs for the API.",
     ),
+    "runs": Entry(
+        "fmnist.cli.runs:app",
+        "Every run folder found, one line each; `fmnist runs compare A B` puts runs side by side.",
+    ),
     "data": Entry("fmnist.cli.data:app", "Locate, verify, describe and draw the data set."),
     "model": Entry("fmnist.cli.model:app", "The model architectures."),
     "preset": Entry("fmnist.cli.model:presets", "The named training recipes."),

@@ -13,11 +13,14 @@ import inspect
 import sys
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
+from fmnist.core.errors import FmnistError
 from fmnist.core.schema import CliOption, check, cli_options
+from fmnist.runtime.pretrained import pretrained_path
 
 
 def app(help: str | None = None) -> typer.Typer:
@@ -116,6 +119,25 @@ RUN_HELP = "Run folder or model file."
 
 def run_argument(help: str = RUN_HELP) -> Any:
     return typer.Argument(..., help=help)
+
+
+def optional_run_argument() -> Any:
+    return typer.Argument(None, help=RUN_HELP + " Leave it out with --pretrained.", show_default=False)
+
+
+def pretrained_option() -> Any:
+    return typer.Option(
+        False, "--pretrained", help="Use the model that comes with fmnist (trained by `make pretrained`): no training."
+    )
+
+
+def model_source(run: Path | None, pretrained: bool) -> Path:
+    """The run folder or model file a command reads: the one given, or the packaged model."""
+    if pretrained:
+        return pretrained_path()
+    if run is None:
+        raise FmnistError("give a run folder or model file, or --pretrained for the model that comes with fmnist")
+    return run
 
 
 def json_option(help: str = "Print JSON.") -> Any:

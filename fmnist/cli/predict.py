@@ -8,7 +8,13 @@ from typing import Optional
 
 import typer
 
-from fmnist.cli.options import json_option, run_argument, with_settings
+from fmnist.cli.options import (
+    json_option,
+    model_source,
+    optional_run_argument,
+    pretrained_option,
+    with_settings,
+)
 from fmnist.cli.output import out
 from fmnist.core.errors import FmnistError
 from fmnist.core.files import dumps
@@ -18,17 +24,21 @@ from fmnist.runtime.predict import predict as predict_images
 
 @with_settings(PredictSettings)
 def predict(
-    run: Path = run_argument(),
+    run: Optional[Path] = optional_run_argument(),
     files: Optional[list[Path]] = typer.Argument(
         None, help="Your own image files (PNG, JPEG, GIF, ...), one garment each. Omit to predict test images."
     ),
     as_json: bool = json_option(),
+    pretrained: bool = pretrained_option(),
     *,
     settings: PredictSettings,
 ):
     """Predicted vs actual label of test images, whether they match, and the confidence (the
     calibrated probability: temperature-scaled softmax); or the predicted class of your own
     images (exit code 1 if some could not be read, 2 if none)."""
+    if pretrained and run is not None:  # `fmnist predict --pretrained photo.jpg`: the first path is an image
+        files = [run, *(files or [])]
+    run = model_source(run, pretrained)
     if files:
         if settings.index:
             raise FmnistError("pass image FILES or --index, not both")

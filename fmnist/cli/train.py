@@ -12,9 +12,13 @@ from fmnist.cli.options import with_settings
 from fmnist.cli.output import out, pct
 from fmnist.core.errors import FmnistError
 from fmnist.core.files import dumps
+from fmnist.core.machine import process_started
+from fmnist.tracking import closed_on_failure, tracking_callbacks
+from fmnist.training.budget import format_duration, parse_duration
 from fmnist.training.config import TrainConfig, load_config_file
 from fmnist.training.presets import PRESETS, preset_config
 from fmnist.training.progress import PlainProgress, RichProgress
+from fmnist.training.recipes import choose_recipe
 from fmnist.training.trainer import Interrupted, Trainer
 
 PRESET_HELP = TrainConfig.__dataclass_fields__["preset"].metadata["help"] + f" [one of {', '.join(PRESETS)}]"
@@ -55,7 +59,7 @@ def train(
         if show_config:
             print(dumps(config.to_dict()))
             return
-        trainer = Trainer(config)
+        trainer = Trainer(config, started=process_started())
     if show_config:
         print(dumps(trainer.config.to_dict()))
         return
@@ -63,8 +67,19 @@ def train(
 
 
 def resolved_config(preset: str | None, config_file: Path | None, flags: dict[str, Any]) -> TrainConfig:
-    """The defaults, then the preset, then the config file, then the flags; checked."""
+    """The defaults, then the preset, then the config file, then the flags; checked. With
+    --time-budget alone (no preset, model or file), the budget picks the recipe."""
     file_values = load_config_file(config_file) if config_file else {}
+    if "time_budget" in flags:
+        if "epochs" in flags:
+            raise FmnistError(
+                "--time-budget and --epochs both say how long to train; give one (a budget plans its own steps)"
+            )
+        budget = parse_duration(flags["time_budget"])  # one error line for a typo, before anything is measured
+        file_values.pop("plan", None)  # a new budget is planned anew, not repeated
+        if not (preset or file_values or "model" in flags):
+            preset, epochs = choose_recipe(budget, device=flags.get("device"), precision=flags.get("precision"))
+            print(f"--time-budget {format_duration(budget)}: the {preset} recipe (about {epochs:.1f} epochs here)")
     name = preset or file_values.get("preset")
     config = preset_config(name) if isinstance(name, str) else TrainConfig()
     config = config.merged(file_values, str(config_file)).merged(flags)
@@ -76,9 +91,11 @@ def resolved_config(preset: str | None, config_file: Path | None, flags: dict[st
 
 def run_trainer(trainer: Trainer, quiet: bool, plain: bool) -> None:
     progress = None if quiet else PlainProgress() if plain or not sys.stdout.isatty() else RichProgress(out)
-    trainer.callbacks = [progress] if progress else []
+    trackers = tracking_callbacks(trainer.config)  # a missing extra or unreachable store fails here, first
+    trainer.callbacks = [*trackers, *([progress] if progress else [])]
     try:
-        run = trainer.run()
+        with closed_on_failure(trackers):
+            run = trainer.run()
     except Interrupted as e:
         if isinstance(progress, RichProgress):
             progress.stop()

@@ -71,6 +71,8 @@ AUDIT_TABLE = "label_audit.csv"
 AUDIT_PAGE = "label_audit.html"
 AUDIT_GRIDS = {"train": "label_audit_train.png", "test": "label_audit_test.png"}
 AUDIT_DIR = "audit"
+# fmnist train --tensorboard: a folder of TensorBoard event files (fmnist.tracking writes it).
+TENSORBOARD = "tensorboard"
 # The derived files fmnist wrote before .fmnist-derived existed, so that --overwrite finds them
 # in older folders too. Complete as it is: a new derived file is recorded by write_derived.
 DERIVED_FILES = (

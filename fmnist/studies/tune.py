@@ -36,6 +36,7 @@ from fmnist.core.spec import VALIDATION_SIZE
 from fmnist.studies.tune_results import BEST_CONFIG, HISTORY_PNG, SUMMARY, fmt_value, trial_table, write_results
 from fmnist.studies.tune_space import SPACE, Dim, load_space, space_key
 from fmnist.studies.tune_storage import HEARTBEAT_SECONDS, Claims, claims_for, open_database, open_journal
+from fmnist.tracking import StudyTracking
 from fmnist.training.config import TrainConfig
 from fmnist.training.presets import preset_config
 from fmnist.training.trainer import Callback, Trainer, signal_handlers
@@ -202,6 +203,13 @@ class TuneSettings:
         "With --storage: seconds between a worker's heartbeats; a trial silent for 4 is re-run elsewhere.",
         min=1,
     )
+    tensorboard: bool = param(
+        False, "One TensorBoard event folder per trial, in STUDY/tensorboard/ (needs fmnist[track])."
+    )
+    mlflow: str | None = param(
+        None,
+        "Log each trial as a nested run to this MLflow store ('default': $FMNIST_MLFLOW_URI or sqlite:///mlruns.db).",
+    )
 
     @property
     def folder(self) -> Path:
@@ -259,9 +267,11 @@ def tune(opts: TuneSettings, log: Callable[[str], None] = print) -> optuna.Study
     space = load_space(opts.space_file, opts.epochs_per_trial, base)
     make_pruner(opts.pruner)  # a wrong name is refused before anything is written
     folder = opts.folder
+    tracking = StudyTracking(folder, opts.study, opts.tensorboard, opts.mlflow, stopped=(optuna.TrialPruned,))
     storage = open_storage(opts.storage, folder, opts.heartbeat)
     study = open_study(opts.study, storage, space, opts.seed, opts.pruner)
     claims = claims_for(storage, folder, log)
+    tracking.start({"trials": opts.trials, "epochs_per_trial": opts.epochs_per_trial, "pruner": opts.pruner})
     stop = _StopRequest(log)
     start = time.monotonic()
 
@@ -279,11 +289,15 @@ def tune(opts: TuneSettings, log: Callable[[str], None] = print) -> optuna.Study
                 if claims.study_done(study, opts.trials, lambda: stop.requested or timed_out()):
                     break
                 try:
-                    run_trial(study, space, base, folder, opts.seed, log, claims)
+                    run_trial(study, space, base, folder, opts.seed, log, claims, tracking)
                 finally:
                     claims.release()
         except KeyboardInterrupt:
             interrupted = True
+        except BaseException:
+            tracking.close("FAILED")
+            raise
+    tracking.close("KILLED" if interrupted or stop.requested else "FINISHED")
     if any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         write_results(study, folder)
         log(f"wrote {folder / BEST_CONFIG}, {folder / SUMMARY} and {folder / HISTORY_PNG}")
@@ -294,7 +308,9 @@ def tune(opts: TuneSettings, log: Callable[[str], None] = print) -> optuna.Study
     return study
 
 
-def run_trial(study: optuna.Study, space, base: TrainConfig, folder: Path, seed: int, log, claims=None) -> None:
+def run_trial(
+    study: optuna.Study, space, base: TrainConfig, folder: Path, seed: int, log, claims=None, tracking=None
+) -> None:
     trial = (claims or Claims(folder, log)).ask(study)
     # The trial's number is unique in the study (over all workers): seed from it.
     study.sampler = optuna.samplers.TPESampler(seed=_sampler_seed(seed, trial.number))
@@ -305,7 +321,8 @@ def run_trial(study: optuna.Study, space, base: TrainConfig, folder: Path, seed:
     t0 = time.perf_counter()
     try:
         # Ctrl-C is the search's (it stops after the trial), not the trial's to save and stop.
-        run = Trainer(cfg, [ReportToOptuna(trial, cfg.epochs)], handle_signals=False).run()
+        with (tracking or StudyTracking(folder, "")).trial(trial.number) as trackers:
+            run = Trainer(cfg, [*trackers, ReportToOptuna(trial, cfg.epochs)], handle_signals=False).run()
     except (optuna.TrialPruned, TrainingDiverged) as e:
         # A recipe that diverges is a (bad) result of the search, not a reason to stop it:
         # pruned, so it counts as a trial and TPE ranks it below every completed one.

@@ -115,6 +115,13 @@ class TrainConfig:
     save_every: int = param(
         1, "Write the resume state every N epochs (0: only when stopped by Ctrl-C or SIGTERM).", min=0
     )
+    # tracking (fmnist.tracking): written beside the run folder's own records, never instead of them
+    tensorboard: bool = param(False, "Write TensorBoard event files into RUN/tensorboard/ (needs fmnist[track]).")
+    mlflow: str | None = param(
+        None,
+        "Log to this MLflow tracking store: sqlite:///mlruns.db, postgresql://USER@HOST/DB or http://HOST:5000; "
+        "'default': $FMNIST_MLFLOW_URI, else sqlite:///mlruns.db (needs fmnist[track]).",
+    )
     out: str | None = param(None, "Run folder (default runs/<model>-<timestamp>).", path=True)
     overwrite: bool = param(False, "Replace a run already in --out (only the files fmnist wrote).")
     preset: str | None = param(
