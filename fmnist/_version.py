@@ -1,3 +1,3 @@
 """The package version, in a leaf module so that every layer can record it."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -156,7 +156,7 @@ def test_a_mistyped_command_gets_a_suggestion(monkeypatch, capsys):
         (
             "optuna",
             ["tune", "--study", "s"],
-            "error: fmnist tune needs optuna: pip install -c constraints.txt -e '.[tune]'",
+            "error: fmnist tune needs optuna: pip install 'fmnist[tune]'",
         ),
         ("fastapi", ["serve", "nothing"], "error: the server needs fastapi: pip install 'fmnist[serve]'"),
     ],

@@ -20,6 +20,7 @@ import typer
 from typer import Abort
 from typer.core import TyperGroup
 
+from fmnist._version import __version__
 from fmnist.cli.errors import dash_file_hint, os_error_line
 from fmnist.cli.options import app
 from fmnist.core.errors import FmnistError
@@ -31,7 +32,7 @@ except ImportError:  # pragma: no cover - older Typer with Click installed
     from click.exceptions import ClickException, NoSuchOption, UsageError
     from click.utils import make_default_short_help
 
-HELP = "Train, understand, improve and use a Fashion-MNIST classifier."
+HELP = "Train, understand, improve and use a Fashion-MNIST classifier. `fmnist --version` prints the version."
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,9 @@ COMMANDS: dict[str, Entry] = {
     "data": Entry("fmnist.cli.data:app", "Locate, verify, describe and draw the data set."),
     "model": Entry("fmnist.cli.model:app", "The model architectures."),
     "preset": Entry("fmnist.cli.model:presets", "The named training recipes."),
+    "version": Entry(
+        "fmnist.cli.model:version", "The versions of fmnist, PyTorch and ONNX Runtime, and the CPU this runs on."
+    ),
 }
 
 
@@ -116,7 +120,7 @@ def load(name: str, entry: Entry) -> Any:
         if entry.extra is None or (e.name or "").split(".")[0] not in entry.needs:
             raise
         raise FmnistError(
-            f"fmnist {name} needs {e.name}: pip install -c constraints.txt -e '.[{entry.extra}]'"
+            f"fmnist {name} needs {e.name}: pip install 'fmnist[{entry.extra}]'"
         ) from None
     if not isinstance(target, typer.Typer):
         one = app()
@@ -168,6 +172,12 @@ def main() -> None:
     """Entry point: user mistakes end in one line on stderr and exit code 2."""
     # Our warnings (e.g. --no-verify) as one plain line, not a source listing.
     warnings.showwarning = lambda message, category, *a, **k: print(f"warning: {message}", file=sys.stderr)
+    # `fmnist --version`: the version alone, before any command is loaded (`fmnist version` says
+    # more). Handled here, not as a click option: the root group is Typer's, whose option class
+    # changes between releases.
+    if sys.argv[1:] == ["--version"]:
+        print(f"fmnist {__version__}")
+        sys.exit(0)
     try:
         code = root.main(standalone_mode=False)
     except FmnistError as e:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
+
+import torch
 import typer
 
+from fmnist._version import __version__
 from fmnist.cli.options import app as make_app
 from fmnist.cli.output import out
+from fmnist.core.machine import cpu_kind
 from fmnist.models import available, canonical_name, summary_table
 from fmnist.runtime.modelfile import load_model
 from fmnist.training.presets import ABOUT, PRESETS, preset_config
@@ -48,3 +54,12 @@ def preset_list():
     model_width = max(len(c.model) for _, c, _ in rows)
     for name, config, about in rows:
         out.print(f"{name:<{width}}  {config.model:<{model_width}}  {config.epochs:>3} epochs  {about}")
+
+
+def version():
+    """The versions of fmnist, PyTorch and ONNX Runtime, and the CPU this runs on."""
+    print(f"fmnist {__version__}")
+    print(f"PyTorch {torch.__version__}")
+    ort = importlib.util.find_spec("onnxruntime")
+    print(f"ONNX Runtime {importlib.metadata.version('onnxruntime') if ort else 'not installed (fmnist[onnx])'}")
+    print(f"CPU {cpu_kind()}")

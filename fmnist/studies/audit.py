@@ -114,7 +114,7 @@ def _find_label_issues():
     try:
         from cleanlab.filter import find_label_issues  # optional: `fmnist[audit]`
     except ImportError:
-        raise FmnistError("fmnist audit needs cleanlab: pip install -c constraints.txt -e '.[audit]'") from None
+        raise FmnistError("fmnist audit needs cleanlab: pip install 'fmnist[audit]'") from None
     return find_label_issues
 
 
