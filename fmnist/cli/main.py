@@ -119,9 +119,7 @@ def load(name: str, entry: Entry) -> Any:
     except ModuleNotFoundError as e:
         if entry.extra is None or (e.name or "").split(".")[0] not in entry.needs:
             raise
-        raise FmnistError(
-            f"fmnist {name} needs {e.name}: pip install 'fmnist[{entry.extra}]'"
-        ) from None
+        raise FmnistError(f"fmnist {name} needs {e.name}: pip install 'fmnist[{entry.extra}]'") from None
     if not isinstance(target, typer.Typer):
         one = app()
         one.command(name)(target)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import deque
 
 import torch
 
@@ -32,6 +33,8 @@ EPOCH_WRITES_SECONDS = 0.2
 FINAL_EXTRA_SECONDS = 0.5
 # How often the clock is checked against the plan, in steps (and at every epoch's end).
 CHECKS_PER_EPOCH = 8
+# The pace is measured over this many check windows (about 3/8 of an epoch).
+PACE_WINDOWS = 3
 
 
 class Timebox:
@@ -41,6 +44,9 @@ class Timebox:
         self.deadline = Deadline(self.budget, clock, started)
         self.costs: Costs | None = None
         self._mark: tuple[int, float] | None = None  # (global step, time) of the last check
+        # The last few check windows (seconds, steps; validation left out): the pace is their mean,
+        # so one slow moment does not cut the plan for good, while a machine that stays slower does.
+        self._windows: deque[tuple[float, int]] = deque(maxlen=PACE_WINDOWS)
 
     # --- before training ---------------------------------------------------------------------
 
@@ -104,7 +110,9 @@ class Timebox:
             return False
         now = self.clock()
         self._mark = (global_step, now)
-        pace = Costs((now - since) / done_since, self.costs.validation, self.costs.final)
+        self._windows.append((now - since, done_since))
+        seconds, steps = (sum(w[i] for w in self._windows) for i in (0, 1))
+        pace = Costs(seconds / steps, self.costs.validation, self.costs.final)
         before = plan.total
         changed = self.world.share(self.deadline.replan(plan, global_step, pace) and plan.to_dict())
         if not changed:
