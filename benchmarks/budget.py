@@ -59,7 +59,7 @@ def run_fmnist(budget: float, seed: int, out: Path) -> dict:
         "overrun": wall / budget - 1,
         "preset": config.get("preset"),
         "model": config.get("model"),
-        "steps": plan.get("changes", [[0, plan.get("steps")]])[-1][1] if plan else None,
+        "steps": (plan.get("changes") or [[0, plan.get("steps")]])[-1][1] if plan else None,
         "replanned": bool(plan.get("changes")),
         "epochs": summary.get("epochs_run"),
         "val": summary.get("val_accuracy"),

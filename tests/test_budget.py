@@ -107,10 +107,31 @@ def test_progress_is_monotonic_through_several_changes():
     assert [again.progress(s) for s in range(601)] == values
 
 
-def test_a_plan_never_grows():
+def test_a_plan_never_grows_past_its_first_length():
     plan = Plan(100, 10)
     plan.shorten(10, 200)
     assert plan.total == 100 and plan.changes == []
+    assert not plan.change(10, 200)  # already at its first length
+
+
+def test_a_slowdown_that_passes_gives_the_steps_back_and_the_deadline_still_holds():
+    clock = FakeClock()
+    deadline = Deadline(100.0, clock)
+    costs = Costs(step=0.1, validation=0.5, final=1.0)
+    plan = deadline.plan(costs, steps_per_epoch=100)
+    first = plan.total
+    clock.t += 10 * 0.1
+    assert deadline.replan(plan, 10, Costs(0.3, 0.5, 1.0))  # a burst of contention
+    cut = plan.total
+    assert cut < first
+    clock.t += 20 * 0.3
+    assert deadline.replan(plan, 30, costs)  # the other process has gone
+    assert cut < plan.total <= first
+    rest = (plan.total - 30) * 0.1 + (plan.epochs - 0) * 0.5 + 1.0
+    assert clock.t + rest <= deadline.end
+    assert plan.progress(plan.total) == 1.0
+    values = [plan.progress(s) for s in range(plan.total + 1)]
+    assert all(b >= a for a, b in zip(values, values[1:]))
 
 
 def test_a_budget_too_small_says_what_is_possible():

@@ -47,7 +47,7 @@ def test_owned_files_are_only_fmnists(synthetic_run, tmp_path):
     names = {p.name for p in RunFolder(run).owned_files()}
     assert names == {"config.json", "metrics.csv", "model.safetensors", "summary.json", DERIVED_FILES[0]}
     RunFolder(run).clear()
-    assert sorted(p.name for p in run.iterdir()) == [".fmnist.lock", "mine.txt"]
+    assert sorted(p.name for p in run.iterdir()) == ["mine.txt"]
 
 
 @pytest.mark.parametrize(
@@ -116,7 +116,7 @@ def test_the_derived_list_trusts_only_whole_plain_names(synthetic_run, tmp_path)
     folder = RunFolder(run)
     assert folder.recorded_derived() == ["a.png"]
     folder.clear()
-    assert sorted(p.name for p in run.iterdir()) == [".fmnist.lock", "b.png", "mine.txt"]
+    assert sorted(p.name for p in run.iterdir()) == ["b.png", "mine.txt"]
     with pytest.raises(FmnistError, match="one of the run's own files"):
         folder.write_derived("model.safetensors", b"x")
     with pytest.raises(ValueError):
@@ -229,9 +229,14 @@ def test_every_file_the_commands_write_into_a_run_goes_with_overwrite(synthetic_
     evaluate(run, synthetic_dir, verify=False)
     write_report(run, synthetic_dir, verify=False)
     owned = {p.name for p in RunFolder(run).owned_files()}
-    assert {p.name for p in run.iterdir()} - owned == {".fmnist.lock", "notes.txt"}
+    assert {p.name for p in run.iterdir()} - owned == {"notes.txt"}
     assert "report.html" in owned and DERIVED_LIST in owned
     trainer.train(synthetic_config(synthetic_dir, run, epochs=1, subset=300, overwrite=True))
     assert sorted(p.name for p in run.iterdir()) == sorted(
-        [".fmnist.lock", "config.json", "metrics.csv", "model.safetensors", "notes.txt", "summary.json"]
+        ["config.json", "metrics.csv", "model.safetensors", "notes.txt", "summary.json"]
     )
+
+
+def test_a_finished_run_leaves_no_lock_file(synthetic_run):
+    assert (synthetic_run / "summary.json").is_file()
+    assert not (synthetic_run / ".fmnist.lock").exists()

@@ -334,6 +334,11 @@ class Claim:
         if exc is not None and not self.kept:
             with contextlib.suppress(OSError):
                 self._give_back()
+        elif exc is None and self.folder.status == "finished":
+            # A finished run needs no lock file (fmnist's own, by its name): it is removed while
+            # still held, so nothing of the run's claim is left in the folder.
+            with contextlib.suppress(OSError):
+                (self.folder / LOCK_NAME).unlink()
         self._release()
 
     def _check_resumable(self, status: str) -> None:

@@ -116,10 +116,18 @@ class Plan:
         for a fixed number of steps (:func:`fmnist.training.optim.lr_factor`) follow the plan."""
         return round(self.progress(step) * self.steps) if self.changes else step
 
+    def change(self, at_step: int, new_total: int) -> bool:
+        """End at ``new_total`` steps from ``at_step`` on: shorter when the machine slowed down,
+        longer again (never past the first plan) when it sped up. Returns whether it changed."""
+        new_total = min(self.steps, max(at_step, new_total))
+        if new_total == self.total:
+            return False
+        self.changes.append([at_step, new_total])
+        return True
+
     def shorten(self, at_step: int, new_total: int) -> None:
-        new_total = max(at_step, new_total)
         if new_total < self.total:
-            self.changes.append([at_step, new_total])
+            self.change(at_step, new_total)
 
     def to_dict(self) -> dict:
         return {"steps": self.steps, "steps_per_epoch": self.steps_per_epoch, "changes": self.changes}
@@ -193,17 +201,20 @@ class Deadline:
         return Plan(steps, steps_per_epoch)
 
     def replan(self, plan: Plan, step: int, costs: Costs) -> bool:
-        """Shorten ``plan`` at ``step`` if the rest, at ``costs``, would end past the deadline.
+        """Shorten ``plan`` at ``step`` if the rest, at ``costs``, would end past the deadline;
+        lengthen it again (up to the first plan) if a slowdown passed and time is left over.
         Returns whether it changed."""
         remaining = plan.total - step
         if remaining <= 0:
             return False
-        epoch_of_step = step // plan.steps_per_epoch
-        epochs_left = plan.epochs - epoch_of_step
+        epochs_left = plan.epochs - step // plan.steps_per_epoch
         projected = remaining * costs.step + epochs_left * costs.validation + costs.final
         left = self.left() - safety(self.budget) / 2
-        if projected <= left * (1 + REPLAN_TOLERANCE):
-            return False
         fits = steps_that_fit(left, costs, plan.steps_per_epoch, step % plan.steps_per_epoch)
-        plan.shorten(step, step + max(0, min(remaining - 1, fits)))
-        return True
+        if projected > left * (1 + REPLAN_TOLERANCE):
+            return plan.change(step, step + max(0, min(remaining - 1, fits)))
+        room = left - safety(self.budget) / 2  # lengthen only into time that is clearly spare
+        if plan.total < plan.steps and projected < room * (1 - 2 * REPLAN_TOLERANCE):
+            more = steps_that_fit(room, costs, plan.steps_per_epoch, step % plan.steps_per_epoch)
+            return more > remaining and plan.change(step, step + more)
+        return False

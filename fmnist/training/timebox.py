@@ -120,10 +120,12 @@ class Timebox:
         if not self.world.main:
             plan.changes = Plan.from_dict(changed).changes
         if self.world.main:
+            how = "slowed down" if plan.total < before else "is faster again"
+            what = "shortened" if plan.total < before else "lengthened"
             warnings.warn(
-                f"--time-budget {format_duration(self.budget)}: this machine slowed down "
+                f"--time-budget {format_duration(self.budget)}: this machine {how} "
                 f"({pace.step * 1000:.1f} ms per step against {self.costs.step * 1000:.1f} ms measured); "
-                f"the plan is shortened from {before:,} to {plan.total:,} steps to end in time",
+                f"the plan is {what} from {before:,} to {plan.total:,} steps to end in time",
                 stacklevel=2,
             )
         return True
