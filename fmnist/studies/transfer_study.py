@@ -139,40 +139,8 @@ def run_study(
         )
     log(f"  pretrained: {pre.best['val_accuracy']:.2%} validation accuracy on the source classes")
 
-    rows: list[dict[str, Any]] = []
-    for n in plan.sizes:
-        for seed in range(plan.seeds):
-            rng = np.random.default_rng(1000 + seed)
-            pick = _per_class(y, TARGET, n, rng)
-            d = _write_split(
-                out / f"data/n{n}-s{seed}",
-                (x[pick], y[pick]),
-                (test_split.images[tgt_test], test_split.labels[tgt_test]),
-            )
-            batch = min(64, len(pick))
-            epochs = max(1, math.ceil(plan.steps * batch / len(pick)))
-            for start in ("pretrained", "scratch"):
-                cfg = TrainConfig(
-                    **{**common, "batch_size": batch},
-                    epochs=epochs,
-                    val_size=0,
-                    seed=seed,
-                    data_dir=str(d),
-                    out=str(out / f"runs/n{n}-s{seed}-{start}"),
-                    init_from=str(pre.out_dir) if start == "pretrained" else None,
-                    reset_head=start == "pretrained",
-                    freeze=plan.freeze if start == "pretrained" else "",
-                    save_every=0,
-                )
-                t0 = time.perf_counter()
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    run = train(cfg)
-                acc = _target_accuracy(run.out_dir, test_split.images[tgt_test], test_split.labels[tgt_test])
-                rows.append(
-                    {"per_class": n, "seed": seed, "start": start, "accuracy": acc, "seconds": time.perf_counter() - t0}
-                )
-                log(f"  {n:>5} per class, seed {seed}, {start:<10} {acc:.2%}  ({epochs} epochs of batch {batch})")
+    target_test = (test_split.images[tgt_test], test_split.labels[tgt_test])
+    rows = _fine_tune(out, plan, common, x, y, target_test, pre.out_dir, log)
 
     table = summarise(rows, plan.sizes)
     result = {
@@ -185,6 +153,47 @@ def run_study(
     atomic_write_json(out / "transfer.json", result)
     atomic_write_text(out / "transfer.md", markdown(result))
     return result
+
+
+def _fine_tune(
+    out: Path, plan: StudyPlan, common: dict, x, y, target_test, pretrained: Path, log
+) -> list[dict[str, Any]]:
+    """Each labelled-set size and seed, fine-tuned from ``pretrained`` and trained from scratch."""
+    rows: list[dict[str, Any]] = []
+    for n in plan.sizes:
+        for seed in range(plan.seeds):
+            rng = np.random.default_rng(1000 + seed)
+            pick = _per_class(y, TARGET, n, rng)
+            d = _write_split(
+                out / f"data/n{n}-s{seed}",
+                (x[pick], y[pick]),
+                target_test,
+            )
+            batch = min(64, len(pick))
+            epochs = max(1, math.ceil(plan.steps * batch / len(pick)))
+            for start in ("pretrained", "scratch"):
+                cfg = TrainConfig(
+                    **{**common, "batch_size": batch},
+                    epochs=epochs,
+                    val_size=0,
+                    seed=seed,
+                    data_dir=str(d),
+                    out=str(out / f"runs/n{n}-s{seed}-{start}"),
+                    init_from=str(pretrained) if start == "pretrained" else None,
+                    reset_head=start == "pretrained",
+                    freeze=plan.freeze if start == "pretrained" else "",
+                    save_every=0,
+                )
+                t0 = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    run = train(cfg)
+                acc = _target_accuracy(run.out_dir, *target_test)
+                rows.append(
+                    {"per_class": n, "seed": seed, "start": start, "accuracy": acc, "seconds": time.perf_counter() - t0}
+                )
+                log(f"  {n:>5} per class, seed {seed}, {start:<10} {acc:.2%}  ({epochs} epochs of batch {batch})")
+    return rows
 
 
 def summarise(rows: list[dict[str, Any]], sizes: tuple[int, ...]) -> list[dict[str, Any]]:

@@ -9,12 +9,15 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fmnist.core.spec import NUM_CLASSES
 from fmnist.data import augment
 from fmnist.models import Normalize, build_model, count_params, fit_to_data, flops_per_image
-from fmnist.runtime.inference import resolve_precision
+from fmnist.runtime.calibration import calibration_summary, fit_temperature
+from fmnist.runtime.inference import predict_logits, resolve_precision
 from fmnist.runtime.modelfile import ModelInfo
 from fmnist.training.budget import Plan
 from fmnist.training.config import TrainConfig
@@ -137,3 +140,20 @@ def model_info(
         device=str(device),
         precision=str(amp).replace("torch.", "") if amp else "fp32",
     )
+
+
+def calibrate_on_validation(
+    model: torch.nn.Module, data: TrainingData, cfg: TrainConfig, world: World
+) -> dict[str, Any]:
+    """Temperature scaling fitted on the validation split (never the test set), in fp32
+    with the TTA the model is used with, so the temperature fits the logits that
+    evaluate, predict, the export and the server compute. Empty without a validation split."""
+    if not data.n_val:
+        return {}
+    logits = predict_logits(model, data.x_val, cfg.eval_batch_size, cfg.tta, None, cfg.channels_last)
+    # Each process holds a shard of the split; the fit needs all of it.
+    parts = world.gather([logits.cpu().tolist(), data.y_val.cpu().tolist()])
+    z = np.concatenate([np.asarray(p[0], dtype=np.float64).reshape(-1, NUM_CLASSES) for p in parts])
+    y = np.concatenate([np.asarray(p[1], dtype=np.int64) for p in parts])
+    temperature = fit_temperature(z, y)
+    return {"temperature": temperature, "calibration": calibration_summary(z, y, temperature, "validation")}

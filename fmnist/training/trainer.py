@@ -26,14 +26,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from fmnist.core.errors import FmnistError, TrainingDiverged
-from fmnist.core.spec import NUM_CLASSES
 from fmnist.models import build_model
-from fmnist.runtime.calibration import calibration_summary, fit_temperature
 from fmnist.runtime.inference import predict_logits, resolve_device
 from fmnist.runtime.modelfile import ModelInfo, save_model
 from fmnist.runtime.runs import CONFIG, MODEL, RESUME, Claim, RunFolder, RunSummary
@@ -42,7 +39,7 @@ from fmnist.training.budget import Clock
 from fmnist.training.config import TrainConfig
 from fmnist.training.data import Splitter, config_split, load_training_data
 from fmnist.training.hooks import Callback, Interrupted, Run, StopRequest, signal_handlers
-from fmnist.training.learner import Learner
+from fmnist.training.learner import Learner, calibrate_on_validation
 from fmnist.training.plan import EpochPlan
 from fmnist.training.state import Rngs, TrainState
 from fmnist.training.timebox import Timebox
@@ -359,7 +356,7 @@ class Trainer:
         final.load_state_dict(s.best_state)
         final.eval()
         t0 = time.perf_counter()
-        calibration = self._calibrate(final)
+        calibration = calibrate_on_validation(final, self.data, self.config, self.world)
         s.elapsed += time.perf_counter() - t0
         info = self._best_info(**calibration)
         if self.world.main:
@@ -376,21 +373,6 @@ class Trainer:
         run = Run(self.folder.path, cfg, s.history, s.best, final, info, s.elapsed)
         self._emit("on_train_end", run)
         return run
-
-    def _calibrate(self, model: torch.nn.Module) -> dict[str, Any]:
-        """Temperature scaling fitted on the validation split (never the test set), in fp32
-        with the TTA the model is used with, so the temperature fits the logits that
-        evaluate, predict, the export and the server compute. Empty without a validation split."""
-        d, cfg = self.data, self.config
-        if not d.n_val:
-            return {}
-        logits = predict_logits(model, d.x_val, cfg.eval_batch_size, cfg.tta, None, cfg.channels_last)
-        # Each process holds a shard of the split; the fit needs all of it.
-        parts = self.world.gather([logits.cpu().tolist(), d.y_val.cpu().tolist()])
-        z = np.concatenate([np.asarray(p[0], dtype=np.float64).reshape(-1, NUM_CLASSES) for p in parts])
-        y = np.concatenate([np.asarray(p[1], dtype=np.int64) for p in parts])
-        temperature = fit_temperature(z, y)
-        return {"temperature": temperature, "calibration": calibration_summary(z, y, temperature, "validation")}
 
     def _emit(self, hook: str, *args) -> None:
         if self.world.main:
