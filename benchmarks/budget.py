@@ -27,10 +27,9 @@ import time
 from datetime import date
 from pathlib import Path
 
-import numpy as np
+from time_to_accuracy import write_split  # benchmarks/ is the script's folder: on sys.path
 
 from fmnist.core.machine import cpu_kind, describe
-from fmnist.data import load_split, validation_split
 from fmnist.reporting.evaluate import evaluate
 from fmnist.reporting.plots import subplots, to_png
 from fmnist.training.budget import format_duration, parse_duration
@@ -69,18 +68,7 @@ def run_fmnist(budget: float, seed: int, out: Path) -> dict:
 
 
 def run_keras(out: Path, seed: int, epochs: int) -> dict:
-    train, test = load_split("train"), load_split("test")
-    tr, va = validation_split(train.labels)
-    data = out / "split.npz"
-    np.savez(
-        data,
-        x_train=train.images[tr],
-        y_train=train.labels[tr],
-        x_val=train.images[va],
-        y_val=train.labels[va],
-        x_test=test.images,
-        y_test=test.labels,
-    )
+    data = write_split(out / "split.npz")
     cmd = [str(KERAS_PYTHON), str(ROOT / "benchmarks" / "keras_notebook.py"), str(data)]
     done = subprocess.run(
         [*cmd, "--seed", str(seed), "--epochs", str(epochs), "--test-every-epoch"],

@@ -77,13 +77,13 @@ def measure(preset: str, seed: int, out: Path) -> dict:
     }
 
 
-def measure_keras(out: Path, seed: int) -> dict:
-    """The Keras notebook on fmnist's split, in .venv-keras (benchmarks/keras_notebook.py)."""
+def write_split(path: Path) -> Path:
+    """fmnist's 55,000 / 5,000 / 10,000 split as the .npz the Keras notebook reads, so both
+    sides train, select and test on the same images."""
     train, test = load_split("train"), load_split("test")
     tr, va = validation_split(train.labels)
-    data = out / "split.npz"
     np.savez(
-        data,
+        path,
         x_train=train.images[tr],
         y_train=train.labels[tr],
         x_val=train.images[va],
@@ -91,6 +91,12 @@ def measure_keras(out: Path, seed: int) -> dict:
         x_test=test.images,
         y_test=test.labels,
     )
+    return path
+
+
+def measure_keras(out: Path, seed: int) -> dict:
+    """The Keras notebook on fmnist's split, in .venv-keras (benchmarks/keras_notebook.py)."""
+    data = write_split(out / "split.npz")
     t0 = time.perf_counter()
     done = subprocess.run(
         [str(KERAS_PYTHON), str(ROOT / "benchmarks" / "keras_notebook.py"), str(data), "--seed", str(seed)],
@@ -113,7 +119,7 @@ def measure_keras(out: Path, seed: int) -> dict:
         "val": max(h["val_accuracy"] for h in history),
         "test": r["test_accuracy"],
         # Forward multiply-adds × 2 of the 225,034-parameter network: convolutions and dense layers.
-        "gflops": 3 * KERAS_FLOPS * len(tr) * len(history) / train_s / 1e9,
+        "gflops": 3 * KERAS_FLOPS * len(np.load(data)["y_train"]) * len(history) / train_s / 1e9,
         "precision": "fp32 (TensorFlow)",
         "history": [(h["elapsed"], h["val_accuracy"]) for h in history],
     }

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
 
 import pytest
 from conftest import run_cli, synthetic_config
+from test_train import StopAt
 
 from fmnist.core.errors import FmnistError
 from fmnist.runtime.runs import RunFolder
 from fmnist.training import learner as flearner
 from fmnist.training.budget import safety
 from fmnist.training.config import TrainConfig
-from fmnist.training.trainer import Callback, Interrupted, Trainer, resume, train
+from fmnist.training.trainer import Interrupted, Trainer, resume, train
 
 RECIPE = dict(model="seed", optimizer="sgd", schedule="onecycle", lr=0.05, batch_size=64, flip=True, epochs=1)
 
@@ -121,17 +120,6 @@ def test_a_slower_machine_shortens_the_plan_the_deadline_holds_and_the_change_is
     stored = json.loads((tmp_path / "slow/config.json").read_text())
     train(TrainConfig.from_mapping({**stored, "out": str(tmp_path / "again")}))
     assert (tmp_path / "again/model.safetensors").read_bytes() == (tmp_path / "slow/model.safetensors").read_bytes()
-
-
-class StopAt(Callback):
-    wants_running_stats = True
-
-    def __init__(self, epoch: int, step: int):
-        self.at = (epoch, step)
-
-    def on_step(self, state):
-        if (state["epoch"], state["step"]) == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 def test_a_resumed_budget_run_ends_at_the_same_planned_step(synthetic_dir, tmp_path, step_clock):
