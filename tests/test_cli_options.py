@@ -77,7 +77,7 @@ ADDED["train"] = ADDED.get("train", set()) | {"--time-budget", "--tensorboard", 
 ADDED["tune"] |= {"--tensorboard", "--no-tensorboard", "--mlflow"}
 for cmd in ("evaluate", "predict", "serve"):  # the packaged model (issue 24)
     ADDED[cmd] = ADDED.get(cmd, set()) | {"--pretrained"}
-NEW_COMMANDS = {"preset list", "runs compare"}
+NEW_COMMANDS = {"preset list", "runs compare", "version"}
 
 
 def commands(group=root, path: tuple[str, ...] = ()) -> dict[str, object]:

@@ -64,16 +64,33 @@ async def _hang_up(app, content_type: str) -> list[dict]:
     return sent
 
 
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 @pytest.mark.parametrize("content_type", list(CUT_SHORT))
 def test_a_hang_up_mid_body_is_an_info_line_and_a_499(synthetic_run, caplog, content_type):
     app = create_app(synthetic_run)
-    with caplog.at_level(logging.INFO):
-        sent = asyncio.run(_hang_up(app, content_type))
+    # Listen on uvicorn's own logger: a server started earlier in this process (uvicorn's
+    # logging config) stops it propagating to the root logger, where caplog listens.
+    seen = _Records()
+    logger = logging.getLogger("uvicorn.error")
+    logger.addHandler(seen)
+    try:
+        with caplog.at_level(logging.INFO), caplog.at_level(logging.INFO, logger="uvicorn.error"):
+            sent = asyncio.run(_hang_up(app, content_type))
+    finally:
+        logger.removeHandler(seen)
     assert sent == []  # nobody is left to answer
-    records = [r for r in caplog.records if "closed the connection" in r.getMessage()]
+    records = [r for r in seen.records if "closed the connection" in r.getMessage()]
     assert len(records) == 1 and records[0].levelno == logging.INFO and records[0].name == "uvicorn.error"
     assert "POST /v1/predict" in records[0].getMessage()
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [r for r in [*caplog.records, *seen.records] if r.levelno >= logging.WARNING]
     text = app.state.metrics.exposition().decode()
     assert f'fmnist_http_requests_total{{endpoint="/v1/predict",method="POST",status="{CLIENT_CLOSED}"}} 1.0' in text
     assert 'status="5' not in text
