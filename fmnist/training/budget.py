@@ -30,8 +30,11 @@ Clock = Callable[[], float]
 # a slower step here and there): 3% of the budget, at least 1 s.
 SAFETY_FRACTION = 0.03
 SAFETY_MIN_SECONDS = 1.0
-# Re-plan when the projected end passes the deadline by more than this fraction of what is left.
-REPLAN_TOLERANCE = 0.02
+# Re-plan when the projected end passes the deadline by more than this fraction of what is left;
+# give steps back only when more than LENGTHEN_SPARE of it would be idle. The gap between the two
+# keeps the plan from following the pace's noise (±10% between check windows on 2 cores).
+REPLAN_TOLERANCE = 0.03
+LENGTHEN_SPARE = 0.10
 
 _UNITS = {"": 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(h|min|m|sec|s)?", re.IGNORECASE)
@@ -214,7 +217,7 @@ class Deadline:
         if projected > left * (1 + REPLAN_TOLERANCE):
             return plan.change(step, step + max(0, min(remaining - 1, fits)))
         room = left - safety(self.budget) / 2  # lengthen only into time that is clearly spare
-        if plan.total < plan.steps and projected < room * (1 - 2 * REPLAN_TOLERANCE):
+        if plan.total < plan.steps and projected < room * (1 - LENGTHEN_SPARE):
             more = steps_that_fit(room, costs, plan.steps_per_epoch, step % plan.steps_per_epoch)
             return more > remaining and plan.change(step, step + more)
         return False

@@ -33,6 +33,8 @@ EPOCH_WRITES_SECONDS = 0.2
 FINAL_EXTRA_SECONDS = 0.5
 # How often the clock is checked against the plan, in steps (and at every epoch's end).
 CHECKS_PER_EPOCH = 8
+# A change of the plan is said in a warning once it adds up to this fraction of the plan.
+WARN_FRACTION = 0.05
 # The pace is measured over this many check windows (about 3/8 of an epoch).
 PACE_WINDOWS = 3
 
@@ -44,6 +46,7 @@ class Timebox:
         self.deadline = Deadline(self.budget, clock, started)
         self.costs: Costs | None = None
         self._mark: tuple[int, float] | None = None  # (global step, time) of the last check
+        self._told: int | None = None  # the plan's length when the user was last told of a change
         # The last few check windows (seconds, steps; validation left out): the pace is their mean,
         # so one slow moment does not cut the plan for good, while a machine that stays slower does.
         self._windows: deque[tuple[float, int]] = deque(maxlen=PACE_WINDOWS)
@@ -119,7 +122,11 @@ class Timebox:
             return False
         if not self.world.main:
             plan.changes = Plan.from_dict(changed).changes
-        if self.world.main:
+        told = self._told if self._told is not None else plan.steps
+        # Every change is recorded in config.json; the user is told of the ones over 5% of the plan.
+        if self.world.main and abs(plan.total - told) >= WARN_FRACTION * plan.steps:
+            self._told = plan.total
+            before = told
             how = "slowed down" if plan.total < before else "is faster again"
             what = "shortened" if plan.total < before else "lengthened"
             warnings.warn(
