@@ -12,16 +12,21 @@ import threading
 import time
 from pathlib import Path
 
-import optuna
 import pytest
-import sqlalchemy
-from conftest import run_cli
-from optuna.distributions import FloatDistribution
-from optuna.trial import TrialState, create_trial
-from test_tune import space_file, tune_args
 
-from fmnist.studies import tune as ftune
-from fmnist.studies import tune_storage as fstore
+# An sdist installed with only [dev] runs the other tests; these need their extra.
+pytest.importorskip("optuna", reason="an extra of fmnist (tune, track) is not installed")
+pytest.importorskip("sqlalchemy", reason="an extra of fmnist (tune, track) is not installed")
+
+import optuna  # noqa: E402
+import sqlalchemy  # noqa: E402
+from conftest import run_cli  # noqa: E402
+from optuna.distributions import FloatDistribution  # noqa: E402
+from optuna.trial import TrialState, create_trial  # noqa: E402
+from test_tune import space_file, tune_args  # noqa: E402
+
+from fmnist.studies import tune as ftune  # noqa: E402
+from fmnist.studies import tune_storage as fstore  # noqa: E402
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 FOUND_0 = (
