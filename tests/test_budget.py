@@ -98,8 +98,7 @@ def test_a_slower_clock_shortens_the_plan_and_the_schedule_stays_continuous():
 
 def test_progress_is_monotonic_through_several_changes():
     plan = Plan(1000, 100)
-    plan.shorten(300, 800)
-    plan.shorten(500, 600)
+    assert plan.change(300, 800) and plan.change(500, 600)
     values = [plan.progress(s) for s in range(0, 601)]
     assert all(b >= a for a, b in zip(values, values[1:]))
     assert values[-1] == 1.0 and plan.total == 600 and plan.epochs == 6
@@ -109,9 +108,8 @@ def test_progress_is_monotonic_through_several_changes():
 
 def test_a_plan_never_grows_past_its_first_length():
     plan = Plan(100, 10)
-    plan.shorten(10, 200)
+    assert not plan.change(10, 200)  # already at its first length: never past it
     assert plan.total == 100 and plan.changes == []
-    assert not plan.change(10, 200)  # already at its first length
 
 
 def test_a_slowdown_that_passes_gives_the_steps_back_and_the_deadline_still_holds():

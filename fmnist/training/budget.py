@@ -128,10 +128,6 @@ class Plan:
         self.changes.append([at_step, new_total])
         return True
 
-    def shorten(self, at_step: int, new_total: int) -> None:
-        if new_total < self.total:
-            self.change(at_step, new_total)
-
     def to_dict(self) -> dict:
         return {"steps": self.steps, "steps_per_epoch": self.steps_per_epoch, "changes": self.changes}
 

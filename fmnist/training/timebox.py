@@ -84,14 +84,18 @@ class Timebox:
         step_s = seconds_per_call(step, clock=self.clock, sync=sync)
         x = data.x_val[:PROBE_VAL_IMAGES]
         scale = data.n_val / len(x) if len(x) else 0.0
-        val_s = final_s = 0.0
-        if len(x):
-            for amp, out in ((ln.amp, "val"), (None, "final")):
-                t0 = self.clock()
-                predict_logits(ln.eval_model, x, cfg.eval_batch_size, cfg.tta, amp, cfg.channels_last)
-                seconds = (self.clock() - t0) * scale
-                val_s, final_s = (seconds, final_s) if out == "val" else (val_s, seconds)
-        return Costs(step=step_s, validation=val_s + EPOCH_WRITES_SECONDS, final=final_s + FINAL_EXTRA_SECONDS)
+
+        def pass_seconds(amp: torch.dtype | None) -> float:
+            """One pass over the validation split, scaled from ``x``: as validated (``ln.amp``)
+            or as calibrated at the end (fp32)."""
+            if not len(x):
+                return 0.0
+            t0 = self.clock()
+            predict_logits(ln.eval_model, x, cfg.eval_batch_size, cfg.tta, amp, cfg.channels_last)
+            return (self.clock() - t0) * scale
+
+        validation, final = pass_seconds(ln.amp) + EPOCH_WRITES_SECONDS, pass_seconds(None) + FINAL_EXTRA_SECONDS
+        return Costs(step=step_s, validation=validation, final=final)
 
     # --- on the way -----------------------------------------------------------------------------
 
@@ -116,7 +120,6 @@ class Timebox:
         self._windows.append((now - since, done_since))
         seconds, steps = (sum(w[i] for w in self._windows) for i in (0, 1))
         pace = Costs(seconds / steps, self.costs.validation, self.costs.final)
-        before = plan.total
         changed = self.world.share(self.deadline.replan(plan, global_step, pace) and plan.to_dict())
         if not changed:
             return False
@@ -126,13 +129,11 @@ class Timebox:
         # Every change is recorded in config.json; the user is told of the ones over 5% of the plan.
         if self.world.main and abs(plan.total - told) >= WARN_FRACTION * plan.steps:
             self._told = plan.total
-            before = told
-            how = "slowed down" if plan.total < before else "is faster again"
-            what = "shortened" if plan.total < before else "lengthened"
+            how, what = ("slowed down", "shortened") if plan.total < told else ("is faster again", "lengthened")
             warnings.warn(
                 f"--time-budget {format_duration(self.budget)}: this machine {how} "
                 f"({pace.step * 1000:.1f} ms per step against {self.costs.step * 1000:.1f} ms measured); "
-                f"the plan is {what} from {before:,} to {plan.total:,} steps to end in time",
+                f"the plan is {what} from {told:,} to {plan.total:,} steps to end in time",
                 stacklevel=2,
             )
         return True
