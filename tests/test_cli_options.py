@@ -74,7 +74,7 @@ ADDED["ablate"] = {"--verify", "--no-verify"}
 ADDED["serve"] = ADDED.get("serve", set()) | {"--timeout-header", "--timeout-keep-alive", "--limit-concurrency"}
 ADDED["tune"] = ADDED.get("tune", set()) | {"--heartbeat"}
 ADDED["train"] = ADDED.get("train", set()) | {"--time-budget", "--tensorboard", "--no-tensorboard", "--mlflow"}
-ADDED["tune"] |= {"--tensorboard", "--no-tensorboard", "--mlflow"}
+ADDED["tune"] |= {"--tensorboard", "--no-tensorboard", "--mlflow", "--trial-budget"}
 for cmd in ("evaluate", "predict", "serve"):  # the packaged model (issue 24)
     ADDED[cmd] = ADDED.get(cmd, set()) | {"--pretrained"}
 NEW_COMMANDS = {"preset list", "runs compare", "version"}

@@ -34,9 +34,10 @@ from fmnist.core.errors import FmnistError, TrainingDiverged
 from fmnist.core.schema import data_dir_param, param, verify_param
 from fmnist.core.spec import VALIDATION_SIZE
 from fmnist.studies.tune_results import BEST_CONFIG, HISTORY_PNG, SUMMARY, fmt_value, trial_table, write_results
-from fmnist.studies.tune_space import SPACE, Dim, load_space, space_key
+from fmnist.studies.tune_space import Dim, load_space, space_key
 from fmnist.studies.tune_storage import HEARTBEAT_SECONDS, Claims, claims_for, open_database, open_journal
 from fmnist.tracking import StudyTracking
+from fmnist.training.budget import parse_duration
 from fmnist.training.config import TrainConfig
 from fmnist.training.presets import preset_config
 from fmnist.training.trainer import Callback, Trainer, signal_handlers
@@ -44,6 +45,7 @@ from fmnist.training.trainer import Callback, Trainer, signal_handlers
 JOURNAL = "journal.log"
 SPACE_ATTR = "fmnist_space"
 PRUNERS = ("median", "halving", "none")
+EPOCHS_PER_TRIAL = 3
 
 
 # --- one trial ---------------------------------------------------------------------------------
@@ -68,7 +70,7 @@ def suggest(trial: optuna.Trial, space: dict[str, Dim]) -> dict[str, Any]:
         values["model_args"] = {"widths": [w, 2 * w, 4 * w], "stem": 16}
     else:
         values["model_args"] = {}
-    for name in SPACE:
+    for name in space:  # SPACE's order; under --trial-budget no epochs, and the budget
         if name not in ("model", "resnet_width"):
             values[name] = pick(name)
     return values
@@ -84,14 +86,35 @@ class TrialPruned(optuna.TrialPruned):
 
 
 class ReportToOptuna(Callback):
+    """Each epoch's validation accuracy to Optuna, whose pruner may stop the trial.
+
+    Trials of epochs report at their epoch. Trials of a time budget report at the tenth of
+    their plan reached (1..10): their epochs last different times (a wider network fits fewer
+    in the budget) and their schedules anneal over the budget, so the pruner compares trials
+    at the same fraction of the time, never at the same epoch number."""
+
     def __init__(self, trial: optuna.Trial, epochs: int):
         self.trial, self.epochs = trial, epochs
+        self.plan: dict[str, Any] = {}
+        self.reported: set[int] = set()
+
+    def on_train_start(self, config: TrainConfig, info, start_epoch: int) -> None:
+        self.plan = dict(config.plan) if config.time_budget is not None else {}
 
     def on_epoch_end(self, row: dict[str, float]) -> None:
-        self.trial.report(row["val_accuracy"], int(row["epoch"]))
+        epoch = int(row["epoch"])
+        if self.plan:
+            done = min(1.0, epoch * self.plan["steps_per_epoch"] / self.plan["steps"])
+            step, last = int(done * 10 + 1e-9), done >= 1.0
+            if step < 1 or step in self.reported:  # the pruner reads one value per tenth
+                return
+            self.reported.add(step)
+        else:
+            step, last = epoch, epoch >= self.epochs
+        self.trial.report(row["val_accuracy"], step)
         # After the last epoch there is nothing left to save by stopping.
-        if row["epoch"] < self.epochs and self.trial.should_prune():
-            raise TrialPruned(f"pruned after epoch {int(row['epoch'])}")
+        if not last and self.trial.should_prune():
+            raise TrialPruned(f"pruned after epoch {epoch}")
 
 
 # --- storage -----------------------------------------------------------------------------------
@@ -145,8 +168,8 @@ def open_study(name: str, storage, space: dict[str, Dim], seed: int, pruner: str
         study.set_user_attr(SPACE_ATTR, key)
     elif stored != key:
         raise FmnistError(
-            f"study {name!r} exists with a different search space (or --epochs-per-trial); "
-            "run it with the same --space and --epochs-per-trial, or choose another --study name"
+            f"study {name!r} exists with a different search space (or --epochs-per-trial or --trial-budget); "
+            "run it with the same --space and trial length, or choose another --study name"
         )
     return study
 
@@ -186,7 +209,14 @@ class TuneSettings:
     trials: int = param(20, "Trials in the whole study (over all workers and runs).", min=1)
     timeout: float | None = param(None, "Start no new trial after this many seconds.", min=0)
     # Called --budget until 2026-12: a budget sounded like time, but it counts epochs.
-    epochs_per_trial: int = param(3, "Most epochs one trial trains.", min=1, formerly=("--budget",))
+    epochs_per_trial: int | None = param(
+        None, f"Most epochs one trial trains (default {EPOCHS_PER_TRIAL}).", min=1, formerly=("--budget",)
+    )
+    trial_budget: str | None = param(
+        None,
+        "Train each trial for this long instead of for epochs, e.g. 30s or 2m (the whole trial, as "
+        "`fmnist train --time-budget`: its schedule anneals to the end of the time).",
+    )
     subset: int = param(0, "Train each trial on this many images (0: all).", min=0)
     space_file: str | None = param(
         None, "JSON or TOML file narrowing or widening the search space.", flags=("--space",), path=True
@@ -215,14 +245,31 @@ class TuneSettings:
     def folder(self) -> Path:
         return Path(self.out) if self.out else Path("tunes") / self.study
 
+    @property
+    def epochs(self) -> int:
+        return EPOCHS_PER_TRIAL if self.epochs_per_trial is None else self.epochs_per_trial
+
+    def length(self) -> dict[str, Any]:
+        """How long each trial trains, as the study's tracking records it."""
+        if self.trial_budget:
+            return {"trial_budget": self.trial_budget}
+        return {"epochs_per_trial": self.epochs}
+
 
 TuneOptions = TuneSettings  # the name before the settings schema
 
 
 def base_config(opts: TuneSettings) -> TrainConfig:
     """What every trial shares: the `quick` recipe on the training split (never the test set)."""
-    if opts.epochs_per_trial < 1:
+    if opts.epochs < 1:
         raise FmnistError(f"--epochs-per-trial must be >= 1, got {opts.epochs_per_trial}")
+    if opts.trial_budget is not None:
+        if opts.epochs_per_trial is not None:
+            raise FmnistError(
+                "--trial-budget and --epochs-per-trial both say how long a trial trains; give one "
+                "(a budget plans each trial's own steps)"
+            )
+        parse_duration(opts.trial_budget, "--trial-budget")  # a typo is one line, before any trial
     cfg = preset_config(
         "quick",
         data_dir=opts.data_dir,
@@ -264,14 +311,14 @@ def tune(opts: TuneSettings, log: Callable[[str], None] = print) -> optuna.Study
     have passed; then write the best config, the summary and the history plot."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial instead
     base = base_config(opts)
-    space = load_space(opts.space_file, opts.epochs_per_trial, base)
+    space = load_space(opts.space_file, opts.epochs, base, opts.trial_budget)
     make_pruner(opts.pruner)  # a wrong name is refused before anything is written
     folder = opts.folder
     tracking = StudyTracking(folder, opts.study, opts.tensorboard, opts.mlflow, stopped=(optuna.TrialPruned,))
     storage = open_storage(opts.storage, folder, opts.heartbeat)
     study = open_study(opts.study, storage, space, opts.seed, opts.pruner)
     claims = claims_for(storage, folder, log)
-    tracking.start({"trials": opts.trials, "epochs_per_trial": opts.epochs_per_trial, "pruner": opts.pruner})
+    tracking.start({"trials": opts.trials, **opts.length(), "pruner": opts.pruner})
     stop = _StopRequest(log)
     start = time.monotonic()
 
@@ -338,6 +385,8 @@ def run_trial(
         study.tell(trial, state=TrialState.FAIL)
         shutil.rmtree(out, ignore_errors=True)
         raise
+    if run.config.plan:  # the steps its budget bought: best_config.json repeats the trial step for step
+        trial.set_user_attr("config", settings_of(run.config))
     trial.set_user_attr("seconds", run.seconds)
     trial.set_user_attr("epochs_run", len(run.history))
     study.tell(trial, run.best["val_accuracy"])

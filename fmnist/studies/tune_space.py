@@ -59,20 +59,36 @@ def default_space(budget: int) -> dict[str, Dim]:
 # --- the space file ------------------------------------------------------------------------
 
 
-def load_space(path: str | Path | None, budget: int, base: TrainConfig) -> dict[str, Dim]:
+def budget_space(trial_budget: str) -> dict[str, Dim]:
+    """The space when each trial trains for a time: no ``epochs`` (the budget plans each
+    trial's steps), and the budget pinned, so a study's space records it."""
+    space = {k: v for k, v in SPACE.items() if k != "epochs"}
+    return {**space, "time_budget": Dim("fixed", fixed=trial_budget)}
+
+
+def load_space(
+    path: str | Path | None, budget: int, base: TrainConfig, trial_budget: str | None = None
+) -> dict[str, Dim]:
     """:data:`SPACE` with the entries of a JSON or TOML file replacing the defaults by name:
     ``lr = {low = 0.05, high = 0.5, log = true}``, ``model = {choices = ["resnet"]}`` or a
-    plain value to pin it (``flip = true``). Every bound is checked against the config schema."""
-    space = default_space(budget)
+    plain value to pin it (``flip = true``). Every bound is checked against the config schema.
+    With ``trial_budget`` (``--trial-budget``) each trial trains for that time, not for epochs."""
+    space = budget_space(trial_budget) if trial_budget else default_space(budget)
     if path is None:
         return space
     src = f"--space {path}"
     for name, entry in load_config_file(path).items():
         if name not in SPACE:
             raise FmnistError(f"{src}: unknown setting {name!r} (the space has: {', '.join(SPACE)})")
+        if name == "epochs" and trial_budget:
+            raise FmnistError(
+                f"{src}: 'epochs' is for --epochs-per-trial; with --trial-budget the budget plans each "
+                "trial's steps, so leave epochs out of the space file"
+            )
         space[name] = _parse_dim(name, entry, SPACE[name], src)
     for name, dim in space.items():
-        _check_dim(name, dim, budget, base, src)
+        if name != "time_budget":
+            _check_dim(name, dim, budget, base, src)
     return space
 
 
