@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fmnist.core.errors import FmnistError
-from fmnist.training.budget import Costs, Deadline, Plan, parse_duration, safety, steps_that_fit
+from fmnist.training.budget import GROW_LIMIT, Costs, Deadline, Plan, parse_duration, safety, steps_that_fit
 from fmnist.training.probe import seconds_per_call
 
 
@@ -106,10 +106,42 @@ def test_progress_is_monotonic_through_several_changes():
     assert [again.progress(s) for s in range(601)] == values
 
 
-def test_a_plan_never_grows_past_its_first_length():
+def test_a_plan_grows_at_most_to_its_limit():
     plan = Plan(100, 10)
-    assert not plan.change(10, 200)  # already at its first length: never past it
-    assert plan.total == 100 and plan.changes == []
+    assert plan.change(10, 1000)
+    assert plan.total == int(GROW_LIMIT * 100)
+    assert not plan.change(20, 1000)  # already at its limit
+    assert plan.progress(plan.total) == 1.0
+
+
+def test_a_run_faster_than_its_probe_grows_past_the_first_plan_and_the_deadline_holds():
+    clock = FakeClock()
+    deadline = Deadline(100.0, clock)
+    probed = Costs(step=0.1, validation=0.5, final=1.0)
+    plan = deadline.plan(probed, steps_per_epoch=100)
+    first = plan.total
+    fast = Costs(0.085, 0.5, 1.0)  # the probe measured 15% slower than the run keeps up
+    step = 0
+    for _ in range(40):
+        clock.t += 10 * fast.step
+        step += 10
+        deadline.replan(plan, step, fast, steady=fast)
+    assert plan.total > first * 1.1
+    # finishing at that pace still ends before the deadline
+    rest = (plan.total - step) * fast.step + (plan.epochs - step // 100) * 0.5 + 1.0
+    assert clock.t + rest <= deadline.end
+
+
+def test_a_fast_moment_does_not_grow_the_plan_while_the_steady_pace_is_as_probed():
+    clock = FakeClock()
+    deadline = Deadline(100.0, clock)
+    probed = Costs(step=0.1, validation=0.5, final=1.0)
+    plan = deadline.plan(probed, steps_per_epoch=100)
+    first = plan.total
+    clock.t += 100 * 0.1
+    assert not deadline.replan(plan, 100, Costs(0.08, 0.5, 1.0), steady=probed)
+    assert not deadline.replan(plan, 100, Costs(0.08, 0.5, 1.0))  # no steady pace: never past the first
+    assert plan.total == first
 
 
 def test_a_slowdown_that_passes_gives_the_steps_back_and_the_deadline_still_holds():
@@ -165,3 +197,24 @@ def test_seconds_per_call_skips_the_warmup_and_measures_on_the_clock():
 
     assert seconds_per_call(timed, clock=clock, min_calls=4, seconds=1.0, warmup=2) == pytest.approx(0.25)
     assert calls == list(range(6))  # 2 warm-up calls, then until a second has passed
+
+
+@given(
+    seconds=st.floats(1, 500),
+    step=st.floats(1e-2, 2),
+    val=st.floats(0, 30),
+    final=st.floats(0, 30),
+    spe=st.integers(1, 200),
+    offset=st.integers(0, 199),
+)
+def test_steps_that_fit_leaves_out_nothing_that_would_fit(seconds, step, val, final, spe, offset):
+    offset %= spe
+
+    def fits(n: int, slack: float = 0.0) -> bool:
+        return n * step + math.ceil((offset + n) / spe) * val + final <= seconds + slack
+
+    n = steps_that_fit(seconds, Costs(step, val, final), spe, offset)
+    # the most that fit, by brute force over every larger count (a count past an epoch's end
+    # pays one more validation pass, so fitting is not monotonic in the count)
+    assert n == 0 or fits(n)
+    assert not any(fits(k, -1e-9) for k in range(n + 1, int(seconds / step) + 2))

@@ -35,6 +35,13 @@ SAFETY_MIN_SECONDS = 1.0
 # keeps the plan from following the pace's noise (±10% between check windows on 2 cores).
 REPLAN_TOLERANCE = 0.03
 LENGTHEN_SPARE = 0.10
+# Past the first plan (the probe measured a slower step than the run keeps up), the plan grows
+# only when the run's pace since it began, and the recent pace too, leave this much idle: the
+# pace over the whole run wanders far less than over three windows. Measured on Zen 4, 2-minute
+# runs that could not grow past their first plan ended 2-15% under the budget (docs/benchmarks.md).
+GROW_SPARE = 0.04
+# However fast the run turns out, its plan stays within this multiple of the first one.
+GROW_LIMIT = 1.5
 
 _UNITS = {"": 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(h|min|m|sec|s)?", re.IGNORECASE)
@@ -121,8 +128,9 @@ class Plan:
 
     def change(self, at_step: int, new_total: int) -> bool:
         """End at ``new_total`` steps from ``at_step`` on: shorter when the machine slowed down,
-        longer again (never past the first plan) when it sped up. Returns whether it changed."""
-        new_total = min(self.steps, max(at_step, new_total))
+        longer when it sped up (at most :data:`GROW_LIMIT` times the first plan). Returns
+        whether it changed."""
+        new_total = min(int(GROW_LIMIT * self.steps), max(at_step, new_total))
         if new_total == self.total:
             return False
         self.changes.append([at_step, new_total])
@@ -156,15 +164,22 @@ def steps_that_fit(seconds: float, costs: Costs, steps_per_epoch: int, offset: i
     usable = seconds - costs.final
     if usable <= 0 or costs.step <= 0:
         return 0
-    steps = int(usable / costs.step)
-    # Each started epoch adds a validation pass: lower the steps until they fit with them.
-    while steps > 0:
-        epochs = math.ceil((offset + steps) / steps_per_epoch)
-        need = steps * costs.step + epochs * costs.validation
-        if need <= usable:
-            return steps
-        steps = min(steps - 1, int((usable - epochs * costs.validation) / costs.step))
-    return 0
+    # Each started epoch adds a validation pass. Ending in epoch e allows at most e*spe - offset
+    # steps (rising with e) and (usable - e*val)/step (falling): the best is where they cross.
+    cross = int((usable + offset * costs.step) / (steps_per_epoch * costs.step + costs.validation))
+    best = 0
+    for epochs in range(max(1, cross - 1), cross + 2):  # and one each side: the division rounds
+        within = epochs * steps_per_epoch - offset  # the most steps that end inside this epoch
+        steps = min(within, int((usable - epochs * costs.validation) / costs.step))
+        # fitting when added up, neither more nor fewer (the division rounds either way)
+        need = epochs * costs.validation
+        while steps > 0 and steps * costs.step + need > usable:
+            steps -= 1
+        while steps < within and (steps + 1) * costs.step + need <= usable:
+            steps += 1
+        if steps > max(0, within - steps_per_epoch):
+            best = max(best, steps)
+    return best
 
 
 def safety(budget: float) -> float:
@@ -199,21 +214,34 @@ class Deadline:
             )
         return Plan(steps, steps_per_epoch)
 
-    def replan(self, plan: Plan, step: int, costs: Costs) -> bool:
-        """Shorten ``plan`` at ``step`` if the rest, at ``costs``, would end past the deadline;
-        lengthen it again (up to the first plan) if a slowdown passed and time is left over.
-        Returns whether it changed."""
+    def replan(self, plan: Plan, step: int, costs: Costs, steady: Costs | None = None) -> bool:
+        """Shorten ``plan`` at ``step`` if the rest, at ``costs`` (the recent pace), would end
+        past the deadline; lengthen it again if a slowdown passed and time is left over; and
+        past the first plan if ``steady`` (the pace since training began) and ``costs`` both
+        leave :data:`GROW_SPARE` of the time idle. Returns whether it changed."""
         remaining = plan.total - step
         if remaining <= 0:
             return False
-        epochs_left = plan.epochs - step // plan.steps_per_epoch
-        projected = remaining * costs.step + epochs_left * costs.validation + costs.final
-        left = self.left() - safety(self.budget) / 2
-        fits = steps_that_fit(left, costs, plan.steps_per_epoch, step % plan.steps_per_epoch)
-        if projected > left * (1 + REPLAN_TOLERANCE):
+        offset = step % plan.steps_per_epoch
+        # At an epoch's last step the check comes before that epoch's validation: still to pay.
+        pending = costs.validation if step and not offset else 0.0
+        left = self.left() - safety(self.budget) / 2 - pending
+        if self._projected(plan, step, costs) > left * (1 + REPLAN_TOLERANCE):
+            fits = steps_that_fit(left, costs, plan.steps_per_epoch, offset)
             return plan.change(step, step + max(0, min(remaining - 1, fits)))
         room = left - safety(self.budget) / 2  # lengthen only into time that is clearly spare
-        if plan.total < plan.steps and projected < room * (1 - LENGTHEN_SPARE):
-            more = steps_that_fit(room, costs, plan.steps_per_epoch, step % plan.steps_per_epoch)
-            return more > remaining and plan.change(step, step + more)
+        if plan.total < plan.steps and self._projected(plan, step, costs) < room * (1 - LENGTHEN_SPARE):
+            more = steps_that_fit(room, costs, plan.steps_per_epoch, offset)
+            return more > remaining and plan.change(step, step + min(more, plan.steps - step))
+        if plan.total >= plan.steps and steady is not None:
+            slower = Costs(max(costs.step, steady.step), costs.validation, costs.final)
+            if self._projected(plan, step, slower) < room * (1 - GROW_SPARE):
+                more = steps_that_fit(room * (1 - GROW_SPARE / 2), slower, plan.steps_per_epoch, offset)
+                return more > remaining and plan.change(step, step + more)
         return False
+
+    @staticmethod
+    def _projected(plan: Plan, step: int, costs: Costs) -> float:
+        """Seconds the rest of ``plan`` takes from ``step`` at ``costs``."""
+        epochs_left = plan.epochs - step // plan.steps_per_epoch
+        return (plan.total - step) * costs.step + epochs_left * costs.validation + costs.final

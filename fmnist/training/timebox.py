@@ -50,6 +50,7 @@ class Timebox:
         # The last few check windows (seconds, steps; validation left out): the pace is their mean,
         # so one slow moment does not cut the plan for good, while a machine that stays slower does.
         self._windows: deque[tuple[float, int]] = deque(maxlen=PACE_WINDOWS)
+        self._total = [0.0, 0]  # every window since training began: the steady pace, to grow the plan by
 
     # --- before training ---------------------------------------------------------------------
 
@@ -118,9 +119,12 @@ class Timebox:
         now = self.clock()
         self._mark = (global_step, now)
         self._windows.append((now - since, done_since))
+        self._total[0] += now - since
+        self._total[1] += done_since
         seconds, steps = (sum(w[i] for w in self._windows) for i in (0, 1))
         pace = Costs(seconds / steps, self.costs.validation, self.costs.final)
-        changed = self.world.share(self.deadline.replan(plan, global_step, pace) and plan.to_dict())
+        steady = Costs(self._total[0] / self._total[1], self.costs.validation, self.costs.final)
+        changed = self.world.share(self.deadline.replan(plan, global_step, pace, steady) and plan.to_dict())
         if not changed:
             return False
         if not self.world.main:
@@ -130,6 +134,8 @@ class Timebox:
         if self.world.main and abs(plan.total - told) >= WARN_FRACTION * plan.steps:
             self._told = plan.total
             how, what = ("slowed down", "shortened") if plan.total < told else ("is faster again", "lengthened")
+            if plan.total > plan.steps:
+                how = "runs faster than the probe measured"
             warnings.warn(
                 f"--time-budget {format_duration(self.budget)}: this machine {how} "
                 f"({pace.step * 1000:.1f} ms per step against {self.costs.step * 1000:.1f} ms measured); "
