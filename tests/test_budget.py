@@ -108,9 +108,9 @@ def test_progress_is_monotonic_through_several_changes():
 
 def test_a_plan_grows_at_most_to_its_limit():
     plan = Plan(100, 10)
-    assert plan.change(10, 1000)
+    assert plan.change(10, 100_000)
     assert plan.total == int(GROW_LIMIT * 100)
-    assert not plan.change(20, 1000)  # already at its limit
+    assert not plan.change(20, 100_000)  # already at its limit
     assert plan.progress(plan.total) == 1.0
 
 
@@ -185,6 +185,17 @@ def test_a_budget_too_small_says_what_is_possible():
 def test_impossible_plans_are_refused(values):
     with pytest.raises(FmnistError, match="plan"):
         Plan.from_dict(values, "config.json")
+
+
+def test_a_stall_during_the_probe_does_not_count_as_a_step():
+    clock = FakeClock()
+    costs = iter([0.0, 0.0] + [0.02] * 10 + [10.0] + [0.02] * 100)  # one call waits 10 s for the machine
+
+    def step(_i):
+        clock.t += next(costs)
+
+    per = seconds_per_call(step, clock=clock, min_calls=4, max_calls=60, seconds=1.0, warmup=2)
+    assert per == pytest.approx(0.02)
 
 
 def test_seconds_per_call_skips_the_warmup_and_measures_on_the_clock():
