@@ -176,3 +176,14 @@ def test_compare_refuses_what_it_cannot_read(synthetic_run, tmp_path, monkeypatc
 
 def test_a_setting_an_older_run_lacks_differs():
     assert differing_settings([{"lr": 1, "new": True}, {"lr": 1}]) == {"new": [True, "—"]}
+
+
+def test_a_run_from_before_the_hardware_was_recorded_shows_its_device(synthetic_run, tmp_path, monkeypatch, capsys):
+    shutil.copytree(synthetic_run, tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    del config["resolved"]["hardware"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    row = read_row("old", tmp_path / "old")
+    assert row.state == "finished" and row.hardware is None and row.device == "cpu"
+    code, out, _ = run_cli(monkeypatch, capsys, "runs", tmp_path)
+    assert code == 0 and out.splitlines()[1].split()[-3] == "cpu"
