@@ -42,7 +42,7 @@ def throwaway_cluster(version: str) -> Iterator[str]:
     name, port = f"fmnisttest{os.getpid()}", _free_port()
     _sh("pg_createcluster", version, name, "-p", str(port), "--start")
     try:
-        _psql(port, "CREATE ROLE fmnist LOGIN PASSWORD 'fmnist'")
+        _psql(port, "CREATE ROLE fmnist LOGIN CREATEDB PASSWORD 'fmnist'")  # the MLflow test's own database
         _psql(port, "CREATE DATABASE fmnist OWNER fmnist")
         yield f"postgresql://fmnist:fmnist@127.0.0.1:{port}/fmnist"
     finally:

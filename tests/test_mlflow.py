@@ -127,16 +127,23 @@ def test_an_unreachable_store_is_one_error_before_training(uri, message, synthet
 
 @pytest.fixture
 def pg_schema(pg_url):
-    """The tests' PostgreSQL database, with a schema of this test's own: MLflow's tables (and
-    its alembic_version) never meet Optuna's, which fmnist tune's tests keep there."""
+    """A PostgreSQL database of this test's own on the tests' server (MLflow's tables and its
+    alembic_version never meet Optuna's, which fmnist tune's tests keep in theirs); a role
+    that may not create databases gets a schema of its own in the tests' database instead."""
     name = f"mlflow_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {name}")
+        try:
+            conn.execute(f"CREATE DATABASE {name}")
+            kind, url = "DATABASE", pg_url.rsplit("/", 1)[0] + f"/{name}"
+        except psycopg.errors.InsufficientPrivilege:
+            conn.execute(f"CREATE SCHEMA {name}")
+            kind, url = "SCHEMA", f"{pg_url}?options=-csearch_path%3D{name}"
     try:
-        yield f"{pg_url}?options=-csearch_path%3D{name}"
+        yield url
     finally:
         with psycopg.connect(pg_url, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {name} CASCADE")
+            # MLflow's connection pool may still hold the database open.
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)" if kind == "DATABASE" else f"DROP SCHEMA {name} CASCADE")
 
 
 def test_a_postgresql_store(pg_schema, synthetic_dir, tmp_path, monkeypatch):

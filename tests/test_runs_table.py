@@ -13,6 +13,7 @@ import pytest
 from conftest import run_cli, synthetic_config
 
 from fmnist.core.errors import FmnistError
+from fmnist.core.machine import cpu_kind, cpu_name
 from fmnist.reporting.runs_compare import compare, differing_settings
 from fmnist.reporting.runs_table import list_runs, parse_where, read_row
 from fmnist.training.trainer import Callback, Interrupted, train
@@ -77,6 +78,7 @@ def test_every_folder_is_a_row_saying_what_it_is(zoo):
     assert finished.model == "seed" and finished.params > 0 and finished.epochs_run == 2 == finished.epochs
     assert 0 < finished.val_accuracy <= 1 and finished.train_seconds > 0 and finished.device == "cpu"
     assert finished.test_accuracy is None and finished.date
+    assert finished.hardware == cpu_kind()  # the CPU kind, recorded when it trained
     assert names["group/evaluated"].test_accuracy == 0.875 and names["group/evaluated"].ece == 0.0123
     interrupted = names["interrupted"]
     assert interrupted.resumable and interrupted.epochs_run == 1 and interrupted.epochs == 3
@@ -133,6 +135,7 @@ def test_cli_table_and_json(zoo, monkeypatch, capsys):
     assert lines[0].split()[:3] == ["run", "state", "preset"]
     assert any("interrupted" in line and "1/3" in line for line in lines)
     assert any("evaluated" in line and "87.50%" in line for line in lines)
+    assert lines[0].split()[-3:] == ["ran", "on", "date"] and cpu_name() in out
     assert "resumable: fmnist train --resume" in out and "Traceback" not in out + err
     code, out, _ = run_cli(monkeypatch, capsys, "runs", zoo, "--json", "--where", "state=foreign")
     assert code == 0 and [r["state"] for r in json.loads(out)] == ["foreign"]
@@ -173,3 +176,14 @@ def test_compare_refuses_what_it_cannot_read(synthetic_run, tmp_path, monkeypatc
 
 def test_a_setting_an_older_run_lacks_differs():
     assert differing_settings([{"lr": 1, "new": True}, {"lr": 1}]) == {"new": [True, "—"]}
+
+
+def test_a_run_from_before_the_hardware_was_recorded_shows_its_device(synthetic_run, tmp_path, monkeypatch, capsys):
+    shutil.copytree(synthetic_run, tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    del config["resolved"]["hardware"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    row = read_row("old", tmp_path / "old")
+    assert row.state == "finished" and row.hardware is None and row.device == "cpu"
+    code, out, _ = run_cli(monkeypatch, capsys, "runs", tmp_path)
+    assert code == 0 and out.splitlines()[1].split()[-3] == "cpu"

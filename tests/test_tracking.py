@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import warnings
 
@@ -15,9 +16,11 @@ from conftest import run_cli, synthetic_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fmnist import tracking
+from fmnist.cli.options import with_optional_values
 from fmnist.core.errors import FmnistError
 from fmnist.runtime.runs import RunFolder
 from fmnist.tracking.tensorboard import TensorBoardLogger, log_evaluation
+from fmnist.training.config import TrainConfig
 from fmnist.training.trainer import Callback, Interrupted
 
 
@@ -104,8 +107,34 @@ def test_evaluation_adds_test_metrics_and_the_confusion_matrix(logged, tmp_path)
     assert log_evaluation(copy) == copy / "tensorboard"
     acc = events(copy / "tensorboard")
     assert scalars(acc, "test/accuracy") == [(3, pytest.approx(0.9))]
-    (image,) = acc.Images("confusion_matrix")
+    assert scalars(acc, "hparams/test_accuracy") == [(3, pytest.approx(0.9))]  # the HParams view's too
+    (image,) = acc.Images("confusion_matrix/test")
     assert image.width > 300 and image.encoded_image_string[:4] == b"\x89PNG"
+
+
+def test_training_ends_with_the_validation_confusion_matrix(logged):
+    run, _ = logged
+    assert sum(map(sum, run.val_confusion)) == run.info.val_images
+    (image,) = events(run.out_dir / "tensorboard").Images("confusion_matrix/validation")
+    assert image.step == 3 and image.encoded_image_string[:4] == b"\x89PNG"
+
+
+def test_evaluate_writes_into_the_runs_event_files_without_training_code(logged, tmp_path):
+    run, _ = logged
+    copy = tmp_path / "run"
+    shutil.copytree(run.out_dir, copy)
+    code = (
+        "import sys, numpy as np\n"
+        "from fmnist.reporting.evaluate import EvalResult, save_evaluation\n"
+        "cm = np.eye(10, dtype=np.int64) * 5\n"
+        "r = EvalResult.__new__(EvalResult)\n"
+        "r.to_dict = lambda: {'test_accuracy': 1.0, 'test_images': 50, 'ece': 0.0, 'confusion_matrix': cm.tolist()}\n"
+        "r.confusion = cm\n"
+        f"save_evaluation({str(copy)!r}, r)\n"
+        "assert 'fmnist.training.trainer' not in sys.modules and 'fmnist.tracking' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert events(copy / "tensorboard").Images("confusion_matrix/test")
 
 
 class _StopAfterFirstEpoch(Callback):
@@ -124,6 +153,9 @@ def test_resume_and_overwrite_keep_one_curve(synthetic_dir, tmp_path):
     tracking.train(config)
     assert len(list((out / "tensorboard").iterdir())) == 1  # the replaced run's events went with it
     assert [s for s, _ in scalars(events(out / "tensorboard"), "loss/train")] == [1]
+    config.tensorboard = False
+    tracking.train(config)  # a new run without --tensorboard: the old run's curves go with the old run
+    assert not (out / "tensorboard").exists() and not (out / ".fmnist-replaced").exists()
 
 
 def test_a_missing_extra_is_one_line_saying_how_to_install_it(monkeypatch, tmp_path, synthetic_dir):
@@ -141,3 +173,36 @@ def test_a_missing_extra_is_one_line_saying_how_to_install_it(monkeypatch, tmp_p
 def test_train_help_lists_the_tracking_options(monkeypatch, capsys):
     code, out, _ = run_cli(monkeypatch, capsys, "train", "--help")
     assert code == 0 and "--tensorboard" in out and "--mlflow" in out and "FMNIST_MLFLOW_URI" in out
+
+
+def test_mlflow_alone_means_the_default_store(monkeypatch, capsys):
+    for args, expected in (
+        (("--mlflow", "--epochs", "2"), "default"),
+        (("--epochs", "2", "--mlflow"), "default"),
+        (("--mlflow", "sqlite:///team.db"), "sqlite:///team.db"),
+    ):
+        code, out, _ = run_cli(monkeypatch, capsys, "train", *args, "--show-config")
+        assert code == 0 and json.loads(out)["mlflow"] == expected, args
+    assert tracking.mlflow_log.resolve_uri("default") in ("sqlite:///mlruns.db", os.environ.get("FMNIST_MLFLOW_URI"))
+
+
+def test_an_optional_value_is_put_in_only_where_it_was_left_out():
+    optional = {"--mlflow": "default"}
+    assert with_optional_values(["--mlflow"], optional) == ["--mlflow", "default"]
+    assert with_optional_values(["--mlflow", "-q"], optional) == ["--mlflow", "default", "-q"]
+    assert with_optional_values(["--mlflow", "x.db", "-q"], optional) == ["--mlflow", "x.db", "-q"]
+    assert with_optional_values(["--", "--mlflow"], optional) == ["--", "--mlflow"]
+
+
+def test_a_run_from_before_the_tracking_settings_resumes(synthetic_dir, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        tracking.train(synthetic_config(synthetic_dir, out, subset=256, epochs=2), [_StopAfterFirstEpoch()])
+    config = json.loads((out / "config.json").read_text())
+    old = {k: v for k, v in config.items() if k not in ("tensorboard", "mlflow")}
+    (out / "config.json").write_text(json.dumps(old))
+    assert TrainConfig.from_mapping(old).tensorboard is False  # what --config RUN/config.json reads too
+    with pytest.raises(FmnistError, match="unknown"):
+        TrainConfig.from_mapping({**old, "tensorbored": True})
+    run = tracking.resume(out)
+    assert len(run.history) == 2 and RunFolder(out).status == "finished"

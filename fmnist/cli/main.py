@@ -22,7 +22,7 @@ from typer.core import TyperGroup
 
 from fmnist._version import __version__
 from fmnist.cli.errors import dash_file_hint, os_error_line
-from fmnist.cli.options import app
+from fmnist.cli.options import OptionalValueCommand, app
 from fmnist.core.errors import FmnistError
 
 try:  # recent Typer vendors its own copy of Click
@@ -122,7 +122,7 @@ def load(name: str, entry: Entry) -> Any:
         raise FmnistError(f"fmnist {name} needs {e.name}: pip install 'fmnist[{entry.extra}]'") from None
     if not isinstance(target, typer.Typer):
         one = app()
-        one.command(name)(target)
+        one.command(name, cls=OptionalValueCommand)(target)
         target = one
     return typer.main.get_command(target)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from fmnist.core.errors import FmnistError
 from fmnist.core.schema import CliOption, check, cli_options
@@ -63,6 +64,7 @@ def with_settings(
             return fn(**kwargs, **{name: settings})
 
         del command.__wrapped__  # Typer must read the signature below, not fn's
+        command.optional_values = {o.decls[0]: o.flag_value for o in options if o.flag_value is not None}
         command.__signature__ = inspect.Signature(params)
         command.__annotations__ = {p.name: p.annotation for p in params}
         return command
@@ -75,6 +77,27 @@ def _parameter(o: CliOption) -> inspect.Parameter:
     option = typer.Option(... if o.required else None, *o.decls, help=o.help, metavar=o.metavar, show_default=False)
     annotation = kind if o.required else Optional[kind]
     return inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+
+
+class OptionalValueCommand(TyperCommand):
+    """A command whose options may take an optional value (``param(flag_value=...)``:
+    ``--mlflow`` alone means ``--mlflow default``). Typer has no such options (it dropped
+    click's ``flag_value``), so the value is put in before click parses the line."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        optional = getattr(self.callback, "optional_values", None) or {}
+        return super().parse_args(ctx, with_optional_values(args, optional))
+
+
+def with_optional_values(args: list[str], optional: dict[str, str]) -> list[str]:
+    """``args`` with the value of each option in ``optional`` given alone (last, or before
+    another option) put in after it; everything after ``--`` is left as it is."""
+    given = list(args)
+    end = given.index("--") if "--" in given else len(given)
+    for i in reversed(range(end)):
+        if given[i] in optional and (i + 1 == end or given[i + 1].startswith("-")):
+            given.insert(i + 1, optional[given[i]])
+    return given
 
 
 def _old_spellings(options: list[CliOption]) -> list[inspect.Parameter]:

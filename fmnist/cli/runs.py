@@ -57,7 +57,7 @@ def runs_cmd(
 ):
     """A table of every run folder below DIR: state (finished, interrupted and resumable, running,
     failed, damaged, foreign), preset, model, parameters, epochs, best validation accuracy, test
-    accuracy and ECE (once evaluated), training time, device and date."""
+    accuracy and ECE (once evaluated), training time, the CPU or GPU it ran on, and date."""
     if ctx.invoked_subcommand:
         return
     rows = list_runs(dirs or [Path("runs")], where or [], sort)
@@ -86,11 +86,11 @@ def runs_table(rows: list[RunRow]) -> Table:
         "test acc",
         "ECE",
         "time",
-        "device",
+        "ran on",
         "date",
     )
     for c in cols:
-        table.add_column(c, justify="left" if c in ("run", "state", "preset", "model", "device", "date") else "right")
+        table.add_column(c, justify="left" if c in ("run", "state", "preset", "model", "ran on", "date") else "right")
     for r in rows:
         epochs = f"{_n(r.epochs_run)}/{_n(r.epochs)}" if r.epochs is not None else _n(r.epochs_run)
         table.add_row(
@@ -104,10 +104,18 @@ def runs_table(rows: list[RunRow]) -> Table:
             _pct(r.test_accuracy),
             f"{r.ece:.4f}" if r.ece is not None else MISSING,
             format_seconds(r.train_seconds) if r.train_seconds is not None else MISSING,
-            r.device or MISSING,
+            _ran_on(r),
             r.date or MISSING,
         )
     return table
+
+
+def _ran_on(r: RunRow) -> str:
+    """The CPU kind up to its core count (--json has the instruction sets too) or the GPU's
+    name; a run from before fmnist recorded it shows its device ("cpu", "cuda")."""
+    if r.hardware:
+        return ",".join(r.hardware.split(",")[:2]) if "cores" in r.hardware else r.hardware
+    return r.device or MISSING
 
 
 def _width() -> int | None:

@@ -68,6 +68,18 @@ def cpu_kind() -> str:
     return f"{cpu_name()}, {os.cpu_count() or 1} cores, {isa()}"
 
 
+def device_name(device: str) -> str:
+    """What a run trained on, for the run table: the GPU's name, else the CPU kind."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        try:
+            return torch.cuda.get_device_name(torch.device(device))
+        except (RuntimeError, AssertionError, ValueError):
+            return device
+    if device.startswith("mps"):
+        return "Apple GPU (MPS)"
+    return cpu_kind()
+
+
 def nominal_fp32_gflops() -> tuple[float, str]:
     """The fp32 peak derived from the ISA and the nominal clock, with its derivation. For
     information only: divide by ``measured_peaks()`` instead."""

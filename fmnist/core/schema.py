@@ -50,6 +50,7 @@ def param(
     parse: Callable[[Any], Any] | None = None,
     multiple: bool = False,
     metavar: str | None = None,
+    flag_value: str | None = None,
     **rules: Any,
 ) -> Any:
     """A setting. ``help``: its --help text. ``rules``: ``choices``, ``min``, ``max``,
@@ -60,7 +61,8 @@ def param(
     ``negatable``, whether a bool gets ``--x/--no-x`` (False: only the flag that changes its
     default, ``--x`` or ``--no-x``); ``path``, given as a path, kept as a string; ``multiple``,
     repeatable; ``parse``, turns what was typed (a string, or with ``multiple`` the list of
-    them) into the value, raising :class:`FmnistError` for a typo."""
+    them) into the value, raising :class:`FmnistError` for a typo; ``flag_value``, what a text
+    option given without a value means (``--mlflow`` alone: ``--mlflow default``)."""
     unknown = set(rules) - set(RULES)
     if unknown:
         raise TypeError(f"unknown rules {sorted(unknown)}; the rules are {', '.join(RULES)}")
@@ -74,6 +76,7 @@ def param(
         "parse": parse,
         "multiple": multiple,
         "metavar": metavar,
+        "flag_value": flag_value,
         **rules,
     }
     if factory is not None:
@@ -210,6 +213,7 @@ class CliOption:
     metavar: str | None = None
     parse: Callable[[Any], Any] | None = None
     formerly: tuple[str, ...] = ()
+    flag_value: str | None = None  # the value when the option is given alone (its value optional)
 
     def value(self, given: Any) -> Any:
         """The setting's value from what the option received; None: not given."""
@@ -265,6 +269,7 @@ def _cli_option(f: dataclasses.Field) -> CliOption:
         metavar=m.get("metavar"),
         parse=m.get("parse"),
         formerly=m.get("formerly", ()),
+        flag_value=m.get("flag_value"),
     )
 
 

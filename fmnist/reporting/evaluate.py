@@ -20,11 +20,12 @@ from fmnist.core.files import check_writable
 from fmnist.core.schema import accepts_settings, calibrate_param, data_dir_param, device_param, tta_param, verify_param
 from fmnist.core.spec import CLASS_NAMES, NUM_CLASSES
 from fmnist.data import Split, load_split, validation_split
+from fmnist.reporting.events import log_evaluation_or_warn
 from fmnist.reporting.plots import confusion_png
 from fmnist.runtime.calibration import calibration_summary, expected_calibration_error, fit_temperature
 from fmnist.runtime.inference import predict_logits, resolve_device, softmax, temperature_of
 from fmnist.runtime.modelfile import ModelInfo, load_model, resolve_model_path, save_model
-from fmnist.runtime.runs import CONFIG, CONFUSION, TEST_METRICS, RunFolder
+from fmnist.runtime.runs import CONFIG, CONFUSION, TENSORBOARD, TEST_METRICS, RunFolder
 from fmnist.training.config import read_run_config
 
 
@@ -183,12 +184,17 @@ def evaluate(
 
 
 def save_evaluation(folder: str | os.PathLike, result: EvalResult) -> list[Path]:
-    """Write ``test_metrics.json`` and ``confusion_matrix.png`` into ``folder``; the paths written."""
+    """Write ``test_metrics.json`` and ``confusion_matrix.png`` into ``folder`` (and, into a run
+    trained with ``--tensorboard``, the test metrics and confusion matrix into its event files);
+    the paths written."""
     run = RunFolder(folder)
-    return [
+    written = [
         run.write_derived(TEST_METRICS, result.to_dict()),
         run.write_derived(CONFUSION, confusion_png(result.confusion)),
     ]
+    if (run / TENSORBOARD).is_dir():  # trained with --tensorboard: the test set's results beside its curves
+        log_evaluation_or_warn(run.path)
+    return written
 
 
 @dataclass

@@ -70,6 +70,7 @@ METRIC_ROWS = (
     ("parameters", "params", _num),
     ("training time", "train_seconds", _seconds),
     ("device", "device", _text),
+    ("ran on", "hardware", _text),  # the CPU kind or GPU (runs from before it was recorded: —)
     ("precision", "precision", _text),
     ("date", "date", _text),
 )

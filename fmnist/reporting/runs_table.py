@@ -47,6 +47,7 @@ class RunRow:
     ece: float | None = None
     train_seconds: float | None = None
     device: str | None = None
+    hardware: str | None = None  # the CPU kind or the GPU's name (runs from before fmnist 0.3: None)
     precision: str | None = None
     date: str | None = None  # finished, or last written; local time
     note: str = ""  # why a folder is damaged or foreign, how to go on with an unfinished one
@@ -144,6 +145,7 @@ def _read_config(row: RunRow, config: dict[str, Any]) -> None:
     row.epochs = _int(config.get("epochs"))
     row.params, row.device = _int(resolved.get("params")), _str(resolved.get("device"))
     row.precision = _str(resolved.get("precision"))
+    row.hardware = _str(resolved.get("hardware"))
 
 
 def _read_summary(row: RunRow, summary: dict[str, Any]) -> None:

@@ -248,15 +248,18 @@ class RunFolder:
     # --- replacing a run ----------------------------------------------------------------
 
     def clear(self) -> None:
-        """Remove the files fmnist wrote, and nothing else."""
+        """Remove the files fmnist wrote (the event folder of ``--tensorboard`` too), and nothing else."""
         for f in self.owned_files():
             f.unlink(missing_ok=True)
+        if (self / TENSORBOARD).is_dir():
+            shutil.rmtree(self / TENSORBOARD)
 
     def set_aside(self) -> None:
         """Move the run's files into ``.fmnist-replaced/`` (a rename: no copy, no extra space),
         where they stay until the new run finishes (:meth:`drop_aside`) or fails before it
         saved anything (:meth:`restore_aside`). If an older run is already set aside (a
-        replacement that never finished), that one is kept and the current files are removed."""
+        replacement that never finished), that one is kept and the current files are removed.
+        The ``tensorboard/`` event folder goes with them."""
         aside = self / REPLACED
         if aside.is_dir():
             self.clear()
@@ -264,6 +267,9 @@ class RunFolder:
         aside.mkdir()
         for f in self.owned_files():
             os.replace(f, aside / f.name)
+        # The old run's curves: left in place, TensorBoard would draw them into the new run's.
+        if (self / TENSORBOARD).is_dir():
+            os.replace(self / TENSORBOARD, aside / TENSORBOARD)
 
     def restore_aside(self) -> None:
         """Put the run set aside back in place of what is in the folder now."""

@@ -238,7 +238,10 @@ class TuneSettings:
     )
     mlflow: str | None = param(
         None,
-        "Log each trial as a nested run to this MLflow store ('default': $FMNIST_MLFLOW_URI or sqlite:///mlruns.db).",
+        "Log each trial as a nested run to this MLflow store (alone, or 'default': $FMNIST_MLFLOW_URI, "
+        "else sqlite:///mlruns.db).",
+        flag_value="default",
+        metavar="[URI]",
     )
 
     @property

@@ -7,21 +7,17 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from fmnist.core.errors import FmnistError
+from fmnist.reporting.events import missing_extra
 from fmnist.runtime.modelfile import ModelInfo
 from fmnist.training.config import TrainConfig
 from fmnist.training.trainer import Callback, Run
+
+__all__ = ["Tracker", "first_line", "missing_extra"]
 
 
 def first_line(e: BaseException) -> str:
     text = (str(e).strip().splitlines() or [""])[0][:300]
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-def missing_extra(option: str, e: ModuleNotFoundError) -> FmnistError:
-    """The one line for a tracking option whose optional package is not installed."""
-    package = (e.name or "a package").split(".")[0]
-    return FmnistError(f"{option} needs {package}: pip install 'fmnist[track]'")
 
 
 class Tracker(Callback):

@@ -1,41 +1,34 @@
 """TensorBoard event files for a run, written with tensorboardX (numpy and protobuf only, no
 TensorFlow): per-epoch loss, accuracy, learning rate and images/s; at the end the settings
 with the final metrics (TensorBoard's HParams view), and the test set's confusion matrix as
-an image once ``fmnist evaluate`` has measured one.
+an image: the validation split's when training ends, the test set's once ``fmnist evaluate``
+has measured it (:mod:`fmnist.reporting.events`, which evaluate uses without training).
 
 ``tensorboard --logdir runs/`` then shows every run that was trained with ``--tensorboard``.
 """
 
 from __future__ import annotations
 
-import io
-import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
-from fmnist.reporting.plots import confusion_png
-from fmnist.reporting.runs_table import flat_settings
+from fmnist.reporting.events import (
+    EVENT_FILES,
+    hparams_of,
+    log_evaluation,
+    summary_writer_class,
+    test_metrics_of,
+    write_confusion,
+    write_hparams,
+    write_test_metrics,
+)
 from fmnist.runtime.modelfile import ModelInfo
-from fmnist.runtime.runs import TENSORBOARD, TEST_METRICS, RunFolder
-from fmnist.tracking.guard import Tracker, missing_extra
+from fmnist.runtime.runs import TENSORBOARD
+from fmnist.tracking.guard import Tracker
 from fmnist.training.config import TrainConfig
 from fmnist.training.trainer import Run
 
-# Settings that say where things go, not how the model was trained: left out of the HParams view.
-NOT_HPARAMS = ("data_dir", "verify", "tensorboard", "mlflow", "preset")
-EVENT_FILES = "events.out.tfevents.*"
-
-
-def summary_writer_class():
-    """tensorboardX's SummaryWriter; without the extra, one line that says how to install it."""
-    try:
-        from tensorboardX import SummaryWriter
-    except ModuleNotFoundError as e:
-        raise missing_extra("--tensorboard", e) from None
-    return SummaryWriter
+__all__ = ["EVENT_FILES", "TensorBoardLogger", "hparams_of", "log_evaluation", "summary_writer_class"]
 
 
 class TensorBoardLogger(Tracker):
@@ -94,11 +87,10 @@ class TensorBoardLogger(Tracker):
             "hparams/best_epoch": run.best.get("epoch"),
             "hparams/train_seconds": run.seconds,
         }
-        test = _test_metrics(run.out_dir)
-        if test:
-            metrics["hparams/test_accuracy"] = test.get("test_accuracy")
-            metrics["hparams/test_ece"] = test.get("ece")
+        test = test_metrics_of(run.out_dir)  # a resumed run may have been evaluated in between
         write_hparams(self.writer, hparams_of(run.config.to_dict()), metrics, step)
+        if run.val_confusion:
+            write_confusion(self.writer, "confusion_matrix/validation", run.val_confusion, step)
         if test:
             write_test_metrics(self.writer, test, step)
         self.writer.flush()
@@ -107,63 +99,3 @@ class TensorBoardLogger(Tracker):
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-
-
-def hparams_of(config: dict[str, Any]) -> dict[str, bool | int | float | str]:
-    """A run's settings as the HParams plugin takes them: numbers, booleans and text only."""
-    values: dict[str, bool | int | float | str] = {}
-    for key, value in flat_settings(config).items():
-        if key in NOT_HPARAMS:
-            continue
-        if isinstance(value, (list, tuple)):
-            value = ",".join(map(str, value))
-        values[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
-    return values
-
-
-def write_hparams(writer, hparams: dict[str, Any], metrics: dict[str, Any], step: int) -> None:
-    """The HParams view's record of this run, in the run's own event file: tensorboardX's
-    ``add_hparams`` would open a second run (a subfolder) for it."""
-    from tensorboardX.summary import hparams as hparams_summary
-
-    finite = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-    for summary in hparams_summary(hparams, finite):
-        writer.file_writer.add_summary(summary)
-    for tag, value in finite.items():
-        writer.add_scalar(tag, value, step)
-
-
-def write_test_metrics(writer, test: dict[str, Any], step: int) -> None:
-    """Test accuracy and ECE, and the confusion matrix drawn as `fmnist evaluate` draws it."""
-    for tag, key in (("test/accuracy", "test_accuracy"), ("test/ece", "ece"), ("test/loss", "test_loss")):
-        if isinstance(test.get(key), (int, float)):
-            writer.add_scalar(tag, test[key], step)
-    cm = test.get("confusion_matrix")
-    if cm:
-        png = confusion_png(np.asarray(cm, dtype=np.int64))
-        writer.add_image(
-            "confusion_matrix", np.asarray(Image.open(io.BytesIO(png)).convert("RGB")), step, dataformats="HWC"
-        )
-
-
-def log_evaluation(run_dir: str | Path) -> Path | None:
-    """After ``fmnist evaluate``: add the test metrics and the confusion matrix to the run's
-    event files, if it has any. Returns the event folder written, else None."""
-    folder = RunFolder(run_dir)
-    logdir = folder / TENSORBOARD
-    test = _test_metrics(folder.path)
-    if not logdir.is_dir() or not test:
-        return None
-    summary = folder.read_summary().to_dict() if folder.status == "finished" else {}
-    step = int(summary.get("epochs_run") or 0)
-    writer = summary_writer_class()(logdir=str(logdir), filename_suffix=".evaluation")
-    try:
-        write_test_metrics(writer, test, step)
-    finally:
-        writer.close()
-    return logdir
-
-
-def _test_metrics(run_dir: Path) -> dict[str, Any]:
-    folder = RunFolder(run_dir)
-    return folder.read_json(TEST_METRICS) if (folder / TEST_METRICS).is_file() else {}

@@ -120,7 +120,9 @@ class TrainConfig:
     mlflow: str | None = param(
         None,
         "Log to this MLflow tracking store: sqlite:///mlruns.db, postgresql://USER@HOST/DB or http://HOST:5000; "
-        "'default': $FMNIST_MLFLOW_URI, else sqlite:///mlruns.db (needs fmnist[track]).",
+        "alone (or 'default'): $FMNIST_MLFLOW_URI, else sqlite:///mlruns.db (needs fmnist[track]).",
+        flag_value="default",
+        metavar="[URI]",
     )
     out: str | None = param(None, "Run folder (default runs/<model>-<timestamp>).", path=True)
     overwrite: bool = param(False, "Replace a run already in --out (only the files fmnist wrote).")

@@ -28,6 +28,7 @@ class Run:
     model: torch.nn.Module
     info: ModelInfo
     seconds: float
+    val_confusion: list[list[int]] | None = None  # the final model's, on the validation split
 
 
 class Callback:

@@ -144,16 +144,20 @@ def model_info(
 
 def calibrate_on_validation(
     model: torch.nn.Module, data: TrainingData, cfg: TrainConfig, world: World
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], list[list[int]] | None]:
     """Temperature scaling fitted on the validation split (never the test set), in fp32
     with the TTA the model is used with, so the temperature fits the logits that
-    evaluate, predict, the export and the server compute. Empty without a validation split."""
+    evaluate, predict, the export and the server compute; and the split's confusion matrix
+    (rows: actual, columns: predicted) from the same logits, for the trackers. Empty and None
+    without a validation split."""
     if not data.n_val:
-        return {}
+        return {}, None
     logits = predict_logits(model, data.x_val, cfg.eval_batch_size, cfg.tta, None, cfg.channels_last)
     # Each process holds a shard of the split; the fit needs all of it.
     parts = world.gather([logits.cpu().tolist(), data.y_val.cpu().tolist()])
     z = np.concatenate([np.asarray(p[0], dtype=np.float64).reshape(-1, NUM_CLASSES) for p in parts])
     y = np.concatenate([np.asarray(p[1], dtype=np.int64) for p in parts])
     temperature = fit_temperature(z, y)
-    return {"temperature": temperature, "calibration": calibration_summary(z, y, temperature, "validation")}
+    confusion = np.bincount(y * NUM_CLASSES + z.argmax(1), minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, -1)
+    calibration = {"temperature": temperature, "calibration": calibration_summary(z, y, temperature, "validation")}
+    return calibration, confusion.tolist()

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from fmnist.core.errors import FmnistError, TrainingDiverged
+from fmnist.core.machine import device_name
 from fmnist.models import build_model
 from fmnist.runtime.inference import predict_logits, resolve_device
 from fmnist.runtime.modelfile import ModelInfo, save_model
@@ -163,6 +164,7 @@ class Trainer:
         """config.json: every setting (the plan included) and what was resolved on this machine."""
         keys = ("device", "precision", "params", "flops_per_image")
         resolved = {k: getattr(self.info, k) for k in keys} | {"processes": self.world.size}
+        resolved["hardware"] = device_name(str(self.device))  # `fmnist runs` names the CPU or GPU
         if self.timebox is not None:
             resolved |= {**self.timebox.resolved(), "plan": self.plan.schedule.to_dict()}
         self.folder.write_config({**self.config.to_dict(), "resolved": resolved})
@@ -356,7 +358,7 @@ class Trainer:
         final.load_state_dict(s.best_state)
         final.eval()
         t0 = time.perf_counter()
-        calibration = calibrate_on_validation(final, self.data, self.config, self.world)
+        calibration, confusion = calibrate_on_validation(final, self.data, self.config, self.world)
         s.elapsed += time.perf_counter() - t0
         info = self._best_info(**calibration)
         if self.world.main:
@@ -370,7 +372,7 @@ class Trainer:
             # The summary marks the run finished; the resume state has served its purpose.
             (self.folder / RESUME).unlink(missing_ok=True)
             self.folder.drop_aside()
-        run = Run(self.folder.path, cfg, s.history, s.best, final, info, s.elapsed)
+        run = Run(self.folder.path, cfg, s.history, s.best, final, info, s.elapsed, confusion)
         self._emit("on_train_end", run)
         return run
 
