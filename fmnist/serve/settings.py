@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from fmnist.core.errors import FmnistError
 from fmnist.core.schema import check, data_dir_param, param, verify_param
 from fmnist.core.spec import IMAGE_SIZE, NUM_CLASSES
 
@@ -60,10 +61,38 @@ class ServeSettings:
         min=2,
         max=1_000_000,
     )
+    # Dynamic batching (fmnist/serve/batcher.py); the defaults are measured in docs/serve.md,
+    # "Dynamic batching".
+    batching: bool = param(
+        True,
+        "Queue concurrent requests and run them as one forward pass (--no-batching: one pass per request).",
+    )
+    # BATCH_SIZE_NOTE
+    batch_size: int = param(32, "Most images in one forward pass of the batcher.", min=1, max=256)
+    # BATCH_WAIT_NOTE
+    batch_wait: float = param(
+        2.0,
+        "Milliseconds the batcher waits for more requests after the first; a lone request is never "
+        "delayed more (0: no waiting, only what queued during the previous pass).",
+        min=0,
+        max=1000,
+    )
+    batch_queue: int = param(
+        1024,
+        "Most images waiting in a model's queue; a request beyond gets 503 with Retry-After. At least --max-batch.",
+        min=1,
+        max=1_000_000,
+    )
 
     def validate(self) -> ServeSettings:
         """Self, or :class:`FmnistError` naming the first setting out of range."""
-        return check(self)
+        check(self)
+        if self.batch_queue < self.max_batch:  # a full batch request could never be queued
+            raise FmnistError(
+                f"--batch-queue {self.batch_queue} is less than --max-batch {self.max_batch}; "
+                "the queue must hold at least one whole batch request"
+            )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
