@@ -3,6 +3,11 @@ for single-image and batch requests. Starts the server itself, on loopback; neve
 
     nice .venv/bin/python benchmarks/load.py seed=runs/seed quick=runs/quick
     nice .venv/bin/python benchmarks/load.py seed=runs/seed --workers 1 2 --requests 500
+    nice .venv/bin/python benchmarks/load.py quick=--pretrained --modes single --batching on off --wrk
+
+``--batching on off`` serves each model twice, with and without ``--no-batching``. ``--wrk``
+also measures every single-image cell with ``wrk`` (``apt-get install wrk``), an independent
+client in C, posting the JSON of test image 0 (a Lua script written next to the results).
 
 Each cell is bounded: a fixed number of requests, or the time limit, whichever comes
 first, after a warm-up. The load generator is one asyncio process with httpx.AsyncClient
@@ -23,6 +28,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -59,8 +65,11 @@ class Cell:
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
 
+    percentiles: tuple[float, float, float] | None = None  # wrk's own p50, p99, p99.9
+
     def row(self) -> list[str]:
         lat = np.array(self.latencies_ms) if self.latencies_ms else np.array([np.nan])
+        p50, p99, p999 = self.percentiles or np.percentile(lat, [50, 99, 99.9])
         return [
             self.model,
             self.backend,
@@ -70,8 +79,9 @@ class Cell:
             f"{self.requests:,}",
             f"{self.rps:,.0f}",
             f"{self.rps * self.images_per_request:,.0f}",
-            f"{np.percentile(lat, 50):.1f}",
-            f"{np.percentile(lat, 99):.1f}",
+            f"{p50:.1f}",
+            f"{p99:.1f}",
+            f"{p999:.1f}",
             str(self.errors),
         ]
 
@@ -87,6 +97,7 @@ HEADER = [
     "images/s",
     "p50 ms",
     "p99 ms",
+    "p99.9 ms",
     "errors",
 ]
 
@@ -99,7 +110,8 @@ def free_port() -> int:
 
 def start_server(run: str, workers: int, extra: list[str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "fmnist", "serve", run, "--port", str(port), "--workers", str(workers), *extra]
+    where = ["--pretrained"] if run == "--pretrained" else [run]
+    cmd = [sys.executable, "-m", "fmnist", "serve", *where, "--port", str(port), "--workers", str(workers), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -194,11 +206,65 @@ async def load(
             await c.aclose()
 
 
+def measure(label: str, run: str, workers: int, extra: list[str], images: np.ndarray, args) -> list[Cell]:
+    """Every mode and concurrency for one server."""
+    cells = []
+    proc, url = start_server(run, workers, extra)
+    try:
+        backend = httpx.get(f"{url}/v1/model").json()["backend"]
+        for mode in args.modes:
+            bodies = payloads(images, mode, args.batch)
+            per = args.batch if mode == "batch" else 1
+            path = "/v1/predict/batch" if mode == "batch" else "/v1/predict"
+            for c in args.concurrency:
+                n = max(args.requests // per, 4 * c)
+                lat, errors, done, secs = asyncio.run(
+                    load(url, path, bodies, c, n, args.time_limit, warmup=max(2 * c, 20))
+                )
+                cells.append(Cell(label, backend, workers, mode, c, done, secs, per, lat, errors))
+                print("| " + " | ".join(cells[-1].row()) + " |", flush=True)
+                if args.wrk and mode == "single":
+                    cells.append(run_wrk(label, backend, workers, url, images[0], c, args.time_limit))
+                    print("| " + " | ".join(cells[-1].row()) + " |", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return cells
+
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = io.open("%s"):read("*a")
+done = function(summary, latency, requests)
+  io.write(string.format("FMNIST %%d %%d %%d %%d %%d %%d %%d %%d\\n", summary.requests, summary.duration,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status, latency:percentile(50), latency:percentile(99), latency:percentile(99.9), 0))
+end
+"""
+
+
+def run_wrk(label: str, backend: str, workers: int, url: str, image: np.ndarray, c: int, seconds: float) -> Cell:
+    """One cell measured by wrk (one thread, ``c`` connections): its own counts and percentiles."""
+    folder = Path(tempfile.mkdtemp(prefix="fmnist-wrk-"))
+    (folder / "body.json").write_text(json.dumps({"pixels": image.tolist()}))
+    (folder / "post.lua").write_text(WRK_SCRIPT % (folder / "body.json"))
+    cmd = ["wrk", "-t1", f"-c{c}", f"-d{max(1, round(seconds))}s", "--timeout", "30s", "-s", str(folder / "post.lua")]
+    out = subprocess.run([*cmd, f"{url}/v1/predict"], capture_output=True, text=True, check=True).stdout
+    fields = [int(x) for x in out.split("FMNIST ", 1)[1].split()]
+    done, micros, io_errors, status_errors, p50, p99, p999 = fields[:7]
+    cell = Cell(f"{label}, wrk", backend, workers, "single", c, done, micros / 1e6, 1, [], io_errors + status_errors)
+    cell.percentiles = (p50 / 1000, p99 / 1000, p999 / 1000)
+    return cell
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", help="NAME=RUN_FOLDER, e.g. seed=runs/seed")
     ap.add_argument("--workers", type=int, nargs="+", default=[2], help="server worker counts to measure")
-    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
+    ap.add_argument("--batching", nargs="+", default=["on"], choices=["on", "off"], help="serve with and/or without")
+    ap.add_argument("--wrk", action="store_true", help="also measure the single-image cells with wrk")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     ap.add_argument("--requests", type=int, default=3000, help="requests per cell at most")
     ap.add_argument("--time-limit", type=float, default=8.0, help="seconds per cell at most")
@@ -215,24 +281,10 @@ def main() -> None:
     for spec in args.runs:
         name, _, run = spec.partition("=")
         for workers in args.workers:
-            proc, url = start_server(run, workers, args.server_args.split())
-            try:
-                backend = httpx.get(f"{url}/v1/model").json()["backend"]
-                for mode in args.modes:
-                    bodies = payloads(images, mode, args.batch)
-                    per = args.batch if mode == "batch" else 1
-                    path = "/v1/predict/batch" if mode == "batch" else "/v1/predict"
-                    for c in args.concurrency:
-                        n = max(args.requests // per, 4 * c)
-                        lat, errors, done, secs = asyncio.run(
-                            load(url, path, bodies, c, n, args.time_limit, warmup=max(2 * c, 20))
-                        )
-                        cell = Cell(name, backend, workers, mode, c, done, secs, per, lat, errors)
-                        cells.append(cell)
-                        print("| " + " | ".join(cell.row()) + " |", flush=True)
-            finally:
-                proc.terminate()
-                proc.wait(30)
+            for batching in args.batching:
+                extra = args.server_args.split() + ([] if batching == "on" else ["--no-batching"])
+                label = f"{name} ({'batching' if batching == 'on' else 'no batching'})"
+                cells += measure(label, run, workers, extra, images, args)
     if args.json:
         args.json.write_text(
             json.dumps([{**dict(zip(HEADER, c.row())), "seconds": round(c.seconds, 2)} for c in cells], indent=1)

@@ -75,6 +75,7 @@ ADDED["serve"] = ADDED.get("serve", set()) | {"--timeout-header", "--timeout-kee
 ADDED["tune"] = ADDED.get("tune", set()) | {"--heartbeat"}
 ADDED["train"] = ADDED.get("train", set()) | {"--time-budget", "--tensorboard", "--no-tensorboard", "--mlflow"}
 ADDED["tune"] |= {"--tensorboard", "--no-tensorboard", "--mlflow", "--trial-budget"}
+ADDED["serve"] |= {"--batching", "--no-batching", "--batch-size", "--batch-wait", "--batch-queue"}  # issue 22
 for cmd in ("evaluate", "predict", "serve"):  # the packaged model (issue 24)
     ADDED[cmd] = ADDED.get(cmd, set()) | {"--pretrained"}
 NEW_COMMANDS = {"preset list", "runs compare", "version"}

@@ -29,8 +29,9 @@ DOCS_ASSETS = "/docs-assets"
 def create_app(run: str | os.PathLike, settings: ServeSettings | None = None) -> FastAPI:
     """The app for the model in ``run`` (a run folder or model file), loaded now, once."""
     settings = (settings or ServeSettings()).validate()
-    model = ServedModel(run, settings)
     metrics = Metrics()
+    inference = ThreadPoolExecutor(settings.threads, thread_name_prefix="fmnist-inference")
+    model = ServedModel(run, settings, executor=inference, metrics=metrics)
     app = FastAPIOffline(
         lifespan=_lifespan,
         title="fmnist",
@@ -46,7 +47,7 @@ def create_app(run: str | os.PathLike, settings: ServeSettings | None = None) ->
     # (FastAPI's pool) made 16 concurrent requests fight over the GIL and the cores, and
     # anyio's hop to a thread cost 130-140 µs of CPU per request against 40-75 µs for a
     # plain executor, as much as the seed model's inference itself.
-    app.state.inference = ThreadPoolExecutor(settings.threads, thread_name_prefix="fmnist-inference")
+    app.state.inference = inference
     app.state.decoding = ThreadPoolExecutor(2, thread_name_prefix="fmnist-decoding")
     _add_error_handlers(app)
     app.include_router(predict_router(settings))
@@ -60,7 +61,9 @@ def create_app(run: str | os.PathLike, settings: ServeSettings | None = None) ->
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
+    await app.state.model.start()
     yield
+    await app.state.model.close()
     app.state.inference.shutdown(wait=False, cancel_futures=True)
     app.state.decoding.shutdown(wait=False, cancel_futures=True)
 
@@ -68,7 +71,7 @@ async def _lifespan(app: FastAPI):
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, e: BadRequest) -> JSONResponse:
-        return JSONResponse({"detail": e.message}, status_code=e.status)
+        return JSONResponse({"detail": e.message}, status_code=e.status, headers=getattr(e, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:

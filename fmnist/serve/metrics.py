@@ -13,7 +13,15 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 try:  # FastAPI 0.137.2 and later keep an included router as one node of app.routes, expanded by this
     from fastapi.routing import iter_route_contexts
@@ -26,6 +34,10 @@ except ImportError:  # earlier ones copy its routes into app.routes
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Seconds: a request to a small model takes about a millisecond, a large photo's upload a second.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Images per forward pass: powers of two up to the largest --batch-size.
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# Seconds in the queue: a lone request waits --batch-wait (a few ms), a full queue seconds.
+WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 OTHER = "other"  # the endpoint of a request no route answers
 
@@ -61,6 +73,34 @@ class Metrics:
             registry=self.registry,
         )
         self.images = Counter("fmnist_images", "Images classified.", registry=self.registry)
+        self.batch_size = Histogram(
+            "fmnist_batch_images",
+            "Images per forward pass of the dynamic batcher, by model.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "fmnist_queue_wait_seconds",
+            "Time a request waits in the batcher's queue before its forward pass starts, by model.",
+            ["model"],
+            buckets=WAIT_BUCKETS,
+            registry=self.registry,
+        )
+        # livesum: the server's queue is the sum of its live workers' queues
+        self.queue_depth = Gauge(
+            "fmnist_queue_images",
+            "Images waiting in the batcher's queue, by model.",
+            ["model"],
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "fmnist_queue_rejected",
+            "Requests answered 503 because the batcher's queue was full, by model.",
+            ["model"],
+            registry=self.registry,
+        )
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, method, str(status)).inc()
@@ -69,6 +109,18 @@ class Metrics:
     def observe_inference(self, backend: str, seconds: float, images: int) -> None:
         self.inference.labels(backend).observe(seconds)
         self.images.inc(images)
+
+    def observe_batch(self, model: str, images: int, waits: list[float]) -> None:
+        self.batch_size.labels(model).observe(images)
+        wait = self.queue_wait.labels(model)
+        for seconds in waits:
+            wait.observe(seconds)
+
+    def set_queue_depth(self, model: str, images: int) -> None:
+        self.queue_depth.labels(model).set(images)
+
+    def count_rejected(self, model: str) -> None:
+        self.rejected.labels(model).inc()
 
     def exposition(self) -> bytes:
         """The text format, summed over all worker processes in multiprocess mode."""

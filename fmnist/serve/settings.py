@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from fmnist.core.errors import FmnistError
 from fmnist.core.schema import check, data_dir_param, param, verify_param
 from fmnist.core.spec import IMAGE_SIZE, NUM_CLASSES
 
@@ -60,10 +61,39 @@ class ServeSettings:
         min=2,
         max=1_000_000,
     )
+    # Dynamic batching (fmnist/serve/batcher.py); the defaults are measured in docs/serve.md,
+    # "Dynamic batching".
+    batching: bool = param(
+        True,
+        "Queue concurrent requests and run them as one forward pass (--no-batching: one pass per request).",
+    )
+    # 32: on one thread the quick ResNet runs ~130 images/s alone, ~700 at 8-64 per pass (docs/serve.md);
+    # at that rate the cap keeps one pass at c=256 to about 50 ms.
+    batch_size: int = param(32, "Most images in one forward pass of the batcher.", min=1, max=256)
+    # 2 ms: a fraction of the quick ResNet's 8-13 ms lone request, enough for a c=16 burst to gather.
+    batch_wait: float = param(
+        2.0,
+        "Milliseconds the batcher waits for more requests after the first; a lone request is never "
+        "delayed more (0: no waiting, only what queued during the previous pass).",
+        min=0,
+        max=1000,
+    )
+    batch_queue: int = param(
+        1024,
+        "Most images waiting in a model's queue; a request beyond gets 503 with Retry-After. At least --max-batch.",
+        min=1,
+        max=1_000_000,
+    )
 
     def validate(self) -> ServeSettings:
         """Self, or :class:`FmnistError` naming the first setting out of range."""
-        return check(self)
+        check(self)
+        if self.batch_queue < self.max_batch:  # a full batch request could never be queued
+            raise FmnistError(
+                f"--batch-queue {self.batch_queue} is less than --max-batch {self.max_batch}; "
+                "the queue must hold at least one whole batch request"
+            )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
