@@ -134,7 +134,7 @@ class Timebox:
         if self.world.main and abs(plan.total - told) >= WARN_FRACTION * plan.steps:
             self._told = plan.total
             how, what = ("slowed down", "shortened") if plan.total < told else ("is faster again", "lengthened")
-            if plan.total > plan.steps:
+            if what == "lengthened" and plan.total > plan.steps:
                 how = "runs faster than the probe measured"
             warnings.warn(
                 f"--time-budget {format_duration(self.budget)}: this machine {how} "
