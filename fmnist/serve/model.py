@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from fmnist.core.spec import CLASS_NAMES
+from fmnist.core.spec import CLASS_NAMES, IMAGE_SIZE
 from fmnist.data import Split, load_split
 from fmnist.runtime.inference import load_predictor
 from fmnist.runtime.modelfile import resolve_model_path
@@ -67,6 +67,8 @@ class ServedModel:
         self.metrics = metrics
         self.padding = 1  # every forward pass has at least this many images (see the module's docstring)
         self.batcher: Batcher | None = None
+        self.ready = False  # loaded, started and has answered its warm-up batch
+        self.not_ready = "warming up"
 
     async def start(self) -> None:
         """Check batch invariance and start the queue's consumer, in the worker's event loop."""
@@ -92,6 +94,18 @@ class ServedModel:
             label=self.name,
         )
         self.batcher.start()
+
+    async def warm(self) -> None:
+        """Start (:meth:`start`), then answer one warm-up batch through the path requests take;
+        :attr:`ready` (``/readyz``) only then. A failure leaves it unready, and says why."""
+        try:
+            await self.start()
+            await self.predict(np.zeros((max(1, self.padding), IMAGE_SIZE, IMAGE_SIZE), np.float32), 1)
+        except Exception as e:  # the server stays up and says so on /readyz, rather than dying
+            self.not_ready = f"the warm-up failed: {type(e).__name__}: {e}"
+            warnings.warn(f"{self.path}: {self.not_ready}", stacklevel=1)
+            return
+        self.ready = True
 
     async def close(self) -> None:
         """Answer what is queued, then stop taking requests (server stop, or a reload)."""

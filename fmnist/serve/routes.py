@@ -3,7 +3,7 @@
 - ``POST /v1/predict``: one image (multipart upload, raw image body, or JSON pixels)
 - ``POST /v1/predict/batch``: up to ``max_batch`` images
 - ``GET /v1/model``: the model card; ``GET /v1/test-images``: random test images
-- ``GET /healthz``, ``GET /metrics`` (Prometheus)
+- ``GET /healthz``, ``GET /livez``, ``GET /readyz`` (503 until the warm-up batch), ``GET /metrics``
 - ``GET /``: the web page, from the package's own files (works offline)
 
 (``/openapi.json``, ``/docs`` and the files under ``/static`` are the app's:
@@ -147,6 +147,26 @@ def test_images(
 async def healthz(request: Request) -> Response:
     model: ServedModel = request.app.state.model
     return JSONResponse({"status": "ok", "model": model.name, "backend": model.backend, "pid": os.getpid()})
+
+
+@router.get("/livez", summary="Liveness: the process answers")
+async def livez() -> Response:
+    """200 as long as the worker's event loop answers, also while the model warms up."""
+    return JSONResponse({"status": "alive", "pid": os.getpid()})
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: the model is loaded and has answered a warm-up batch",
+    responses={503: {"model": Problem, "description": "Still warming up, or the warm-up failed (the detail says)"}},
+)
+async def readyz(request: Request) -> Response:
+    """503 until the model has answered one warm-up batch through the request path, then 200:
+    send traffic to a worker only when it says ready."""
+    model: ServedModel = request.app.state.model
+    if not model.ready:
+        return JSONResponse({"detail": f"not ready: {model.not_ready}"}, status_code=503)
+    return JSONResponse({"status": "ready", "model": model.name, "backend": model.backend, "pid": os.getpid()})
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
