@@ -5,7 +5,6 @@ of :mod:`fmnist.serve.routes`, the page's files under ``/static``, and ``/openap
 
 from __future__ import annotations
 
-import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -62,13 +61,10 @@ def create_app(run: str | os.PathLike, settings: ServeSettings | None = None) ->
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
-    # The warm-up runs while the server already listens: /livez answers at once, /readyz says
-    # 503 until the model has answered its warm-up batch (what an orchestrator waits for).
-    warm = asyncio.create_task(app.state.model.warm())
+    # Start and warm up before the server listens: /readyz is 503 until then (a warm-up that
+    # failed keeps it there, with the reason), /livez answers once the loop runs.
+    await app.state.model.warm()
     yield
-    if not warm.done():
-        warm.cancel()
-    await asyncio.gather(warm, return_exceptions=True)
     await app.state.model.close()
     app.state.inference.shutdown(wait=False, cancel_futures=True)
     app.state.decoding.shutdown(wait=False, cancel_futures=True)

@@ -100,7 +100,9 @@ class ServedModel:
         :attr:`ready` (``/readyz``) only then. A failure leaves it unready, and says why."""
         try:
             await self.start()
-            await self.predict(np.zeros((max(1, self.padding), IMAGE_SIZE, IMAGE_SIZE), np.float32), 1)
+            # a full batch: the queue runs it at once rather than waiting --batch-wait for more
+            n = min(self.settings.batch_size, self.settings.batch_queue) if self.batcher else 1
+            await self.predict(np.zeros((max(1, n, self.padding), IMAGE_SIZE, IMAGE_SIZE), np.float32), 1)
         except Exception as e:  # the server stays up and says so on /readyz, rather than dying
             self.not_ready = f"the warm-up failed: {type(e).__name__}: {e}"
             warnings.warn(f"{self.path}: {self.not_ready}", stacklevel=1)
